@@ -1,0 +1,157 @@
+"""raw/prompts and raw/rejects: every prompt source validated into the lake (group `raw`)."""
+
+
+from collections.abc import Iterator
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from nexa_assets.metadata import counts, preview
+from nexa_assets.raw.ingest import PROMPT_SCHEMA, REJECT_SCHEMA, GenerationRequest, ingest
+from nexa_assets.raw.validate import ValidationRules
+from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
+from nexa_resources.inputs import InputsResource
+from nexa_resources.lake import LakeResource, Lineage
+
+PROMPTS = dg.AssetKey(["raw", "prompts"])
+REJECTS = dg.AssetKey(["raw", "rejects"])
+
+
+class RawPromptsConfig(dg.Config):
+    """How raw prompts are gathered and validated."""
+
+    round: int = Field(default=0, description="Feedback round these rows belong to (0 for the first).")
+    include_seed_pack: bool = Field(default=True, description="Ingest the built-in seed pack.")
+    generated_per_cell: int = Field(
+        default=0, ge=0, description="Extra generator prompts per (domain, task_type) cell; always split 'train'."
+    )
+    generator_seed: int = Field(default=0, description="Seed of the prompt generator.")
+    files: list[str] | None = Field(
+        default=None, description="Only these files (relative to the input location); all files when unset."
+    )
+    eval_fraction: float = Field(default=0.15, ge=0.0, lt=1.0, description="Share of seed/file prompts held out.")
+    max_instruction_chars: int = Field(default=2000, gt=0)
+    max_context_chars: int = Field(default=4000, gt=0)
+    max_reject_rate: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Asset check fails when this run rejects more than this share."
+    )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            PROMPTS,
+            description="Validated scientific prompts from the seed pack, the generator and user files; "
+            "key prompt_id (content hash), split train/eval by hash.",
+            group_name="raw",
+            kinds={"deltalake", "polars"},
+            tags={"layer": "raw"},
+        ),
+        dg.AssetSpec(
+            REJECTS,
+            description="Input rows that failed validation, with file:line and the reason.",
+            group_name="raw",
+            kinds={"deltalake", "polars"},
+            tags={"layer": "raw"},
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec("schema", asset=PROMPTS, description="Columns and types match the raw/prompts schema."),
+        dg.AssetCheckSpec("unique_prompt_id", asset=PROMPTS, description="No prompt_id appears twice."),
+        dg.AssetCheckSpec("reject_rate", asset=PROMPTS, description="This run's reject rate is under the threshold."),
+    ],
+)
+def raw_prompts(
+    context: dg.AssetExecutionContext,
+    config: RawPromptsConfig,
+    lake: LakeResource,
+    inputs: InputsResource,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Ingest every prompt source, merge new prompts (existing rows untouched) and record rejects."""
+    existing = lake.read("raw/prompts", columns=["prompt_id", "locator"], missing_ok=True)
+    existing_map = dict(existing.iter_rows()) if not existing.is_empty() else {}
+
+    listed, warnings = inputs.list_files()
+    for warning in warnings:
+        context.log.warning(warning)
+    names = [f.name for f in listed]
+    if config.files is not None:
+        unknown = sorted(set(config.files) - set(names))
+        if unknown:
+            raise dg.Failure(f"files not found in {inputs.uri}: {unknown} (present: {names or 'none'})")
+        names = [n for n in names if n in set(config.files)]
+    files = [(inputs.display(name), inputs.read_bytes(name)) for name in names]
+
+    generation = [
+        GenerationRequest(d, t, config.generated_per_cell, seed=config.generator_seed)
+        for d in DOMAINS
+        for t in TASK_TYPES
+        if config.generated_per_cell
+    ]
+    rules = ValidationRules(config.max_instruction_chars, config.max_context_chars, config.eval_fraction)
+    result = ingest(
+        rules=rules,
+        include_seed_pack=config.include_seed_pack,
+        generation=generation,
+        files=files,
+        existing=existing_map,
+    )
+    context.log.info(
+        f"read {result.rows_read} rows from {len(result.by_source)} sources: "
+        f"{result.prompts.height} valid, {result.rejects.height} rejected"
+    )
+
+    lineage = Lineage(run_id=context.run.run_id, round=config.round)
+    wrote = lake.write("raw/prompts", result.prompts, mode="merge", lineage=lineage, update_matched=False)
+    wrote_rejects = lake.write("raw/rejects", result.rejects, mode="merge", lineage=lineage)
+    table = lake.read("raw/prompts")
+    rejects_table = lake.read("raw/rejects")
+    context.log.info(f"raw/prompts v{wrote.version}: {wrote.inserted} new rows, {table.height} in all")
+
+    yield dg.MaterializeResult(
+        asset_key=PROMPTS,
+        metadata={
+            **wrote.metadata(),
+            "dagster/row_count": table.height,
+            "rows_read": result.rows_read,
+            "new_prompts": wrote.inserted,
+            "files": dg.MetadataValue.json(names),
+            "by_source": dg.MetadataValue.json(result.by_source),
+            "by_cell_and_split": counts(table, ["domain", "task_type", "split"]),
+            "preview": preview(table, ["prompt_id", "domain", "task_type", "split", "origin", "instruction"]),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=REJECTS,
+        metadata={
+            **wrote_rejects.metadata(),
+            "dagster/row_count": rejects_table.height,
+            "rejected_this_run": result.rejects.height,
+            "by_reason": counts(result.rejects, ["reason_code"]),
+            "preview": preview(result.rejects, ["locator", "reason_code", "reason"]),
+        },
+    )
+
+    expected = {**PROMPT_SCHEMA, "run_id": pl.String(), "round": pl.Int64(), "created_at": pl.Datetime("us", "UTC")}
+    mismatched = {c: str(table.schema.get(c)) for c, t in expected.items() if table.schema.get(c) != t}
+    yield dg.AssetCheckResult(
+        asset_key=PROMPTS,
+        check_name="schema",
+        passed=not mismatched,
+        metadata={"mismatched_columns": dg.MetadataValue.json(mismatched)},
+    )
+    duplicates = table.height - table["prompt_id"].n_unique()
+    yield dg.AssetCheckResult(
+        asset_key=PROMPTS, check_name="unique_prompt_id", passed=duplicates == 0, metadata={"duplicates": duplicates}
+    )
+    yield dg.AssetCheckResult(
+        asset_key=PROMPTS,
+        check_name="reject_rate",
+        passed=result.reject_rate <= config.max_reject_rate,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"reject_rate": round(result.reject_rate, 4), "threshold": config.max_reject_rate},
+    )
+
+
+__all__ = ["raw_prompts", "RawPromptsConfig", "REJECT_SCHEMA"]

@@ -1,0 +1,374 @@
+"""The lake: every Delta read and write, table versions and history, and DuckDB SQL over all tables.
+
+This is the one module that writes Delta tables. Tables live at `<root>/<layer>/<name>`; the root is a
+local folder (`data_lake/` by default) or `s3://bucket/prefix`. S3 settings come from the environment
+only (never from config, so keys never reach Dagster metadata):
+
+    AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, AWS_REGION (or AWS_DEFAULT_REGION),
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from pydantic import Field
+
+from nexa_resources.tables import LINEAGE_COLUMNS, TABLES, TableSpec, table_spec
+
+DEFAULT_ROOT = "data_lake"
+ROOT_ENV = "NEXA_LAKE_ROOT"
+
+# Environment variable → delta-rs / object_store storage option.
+_S3_ENV_OPTIONS: dict[str, str] = {
+    "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
+    "AWS_ALLOW_HTTP": "AWS_ALLOW_HTTP",
+    "AWS_REGION": "AWS_REGION",
+    "AWS_DEFAULT_REGION": "AWS_REGION",
+    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
+}
+# Concurrent writers contend on the Delta log; a lost race is retried this many times.
+_COMMIT_RETRIES = 12
+
+
+class WriteMode(str, Enum):
+    OVERWRITE = "overwrite"
+    APPEND = "append"
+    MERGE = "merge"
+
+
+class SqlAccessError(RuntimeError):
+    """User SQL touched something outside the lake views."""
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Who wrote a row: the Dagster run, the feedback round, and when (DESIGN §3)."""
+
+    run_id: str
+    round: int = 0
+    created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @classmethod
+    def from_context(cls, context: dg.AssetExecutionContext, round: int = 0) -> Lineage:
+        return cls(run_id=context.run.run_id, round=round)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one write did: the Delta version it committed and the row counts."""
+
+    table: str
+    mode: WriteMode
+    version: int
+    rows_in: int
+    inserted: int
+    updated: int = 0
+
+    def metadata(self) -> dict[str, Any]:
+        """Dagster materialization metadata for this write."""
+        return {
+            "table": self.table,
+            "delta_version": self.version,
+            "write_mode": self.mode.value,
+            "rows_in": self.rows_in,
+            "rows_inserted": self.inserted,
+            "rows_updated": self.updated,
+        }
+
+
+def storage_options_from_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """delta-rs storage options for S3-compatible stores, read from the environment."""
+    env = os.environ if env is None else env
+    options: dict[str, str] = {}
+    for var, option in _S3_ENV_OPTIONS.items():
+        if env.get(var) and option not in options:
+            options[option] = env[var]
+    # S3 conditional writes (If-None-Match) keep concurrent writers safe without a lock service;
+    # S3-compatible stores that lack them can set AWS_S3_ALLOW_UNSAFE_RENAME for a single writer.
+    if env.get("AWS_S3_ALLOW_UNSAFE_RENAME"):
+        options["AWS_S3_ALLOW_UNSAFE_RENAME"] = env["AWS_S3_ALLOW_UNSAFE_RENAME"]
+    else:
+        options.setdefault("conditional_put", "etag")
+    return options
+
+
+def with_lineage(df: pl.DataFrame, lineage: Lineage) -> pl.DataFrame:
+    """Add (or overwrite) the lineage columns run_id, round and created_at."""
+    return df.with_columns(
+        pl.lit(lineage.run_id, dtype=pl.String).alias("run_id"),
+        pl.lit(lineage.round, dtype=pl.Int64).alias("round"),
+        pl.lit(lineage.created_at, dtype=pl.Datetime("us", "UTC")).alias("created_at"),
+    )
+
+
+class LakeResource(dg.ConfigurableResource):
+    """Delta Lake tables on a local folder or S3, with DuckDB SQL over every table."""
+
+    root: str = Field(
+        default=DEFAULT_ROOT,
+        description="Lake root: a local folder (relative to the working directory) or s3://bucket/prefix.",
+    )
+
+    @classmethod
+    def from_env(cls) -> LakeResource:
+        """The lake named by NEXA_LAKE_ROOT, else ./data_lake."""
+        return cls(root=os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+
+    # ----------------------------------------------------------------- locations
+
+    @property
+    def is_remote(self) -> bool:
+        return "://" in self.root
+
+    def root_uri(self) -> str:
+        if self.is_remote:
+            return self.root.rstrip("/")
+        return str(Path(self.root).expanduser().resolve())
+
+    def uri(self, table: str | TableSpec) -> str:
+        spec = table if isinstance(table, TableSpec) else table_spec(table)
+        return f"{self.root_uri()}/{spec.path}"
+
+    def storage_options(self) -> dict[str, str] | None:
+        return storage_options_from_env() if self.is_remote else None
+
+    # ------------------------------------------------------------------- reading
+
+    def exists(self, table: str) -> bool:
+        return DeltaTable.is_deltatable(self.uri(table), storage_options=self.storage_options())
+
+    def tables(self) -> list[TableSpec]:
+        """Every table that exists in the lake: the registry's, plus any other `layer/name` found locally."""
+        found = [spec for spec in TABLES.values() if self.exists(spec.path)]
+        if not self.is_remote:
+            root = Path(self.root_uri())
+            known = {spec.path for spec in found}
+            for log in sorted(root.glob("*/*/_delta_log")):
+                path = f"{log.parent.parent.name}/{log.parent.name}"
+                if path not in known and path not in TABLES:
+                    try:
+                        found.append(table_spec(path))
+                    except ValueError:
+                        continue
+        return found
+
+    def delta_table(self, table: str, version: int | str | datetime | None = None) -> DeltaTable:
+        """The DeltaTable at its latest version, or at a version number / timestamp (time travel)."""
+        uri = self.uri(table)
+        try:
+            dt = DeltaTable(uri, storage_options=self.storage_options())
+        except TableNotFoundError:
+            existing = ", ".join(spec.path for spec in self.tables()) or "none yet"
+            raise TableNotFoundError(
+                f"no Delta table {table!r} at {uri} (tables in this lake: {existing}); "
+                "materialize its asset first"
+            ) from None
+        if version is not None:
+            dt.load_as_version(_parse_version(version))
+        return dt
+
+    def version(self, table: str) -> int | None:
+        """The latest Delta version of a table, or None if it does not exist."""
+        if not self.exists(table):
+            return None
+        return self.delta_table(table).version()
+
+    def read(
+        self,
+        table: str,
+        *,
+        version: int | str | datetime | None = None,
+        columns: Sequence[str] | None = None,
+        missing_ok: bool = False,
+    ) -> pl.DataFrame:
+        """A table (optionally at a past version or timestamp) as a polars DataFrame."""
+        if missing_ok and not self.exists(table):
+            return pl.DataFrame()
+        dt = self.delta_table(table, version)
+        return pl.from_arrow(dt.to_pyarrow_table(columns=list(columns) if columns else None))
+
+    def history(self, table: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The table's commits, newest first: version, timestamp, operation and metrics."""
+        return self.delta_table(table).history(limit)
+
+    # ------------------------------------------------------------------- writing
+
+    def write(
+        self,
+        table: str,
+        data: pl.DataFrame,
+        *,
+        mode: WriteMode | str,
+        lineage: Lineage | None = None,
+        keys: Sequence[str] | None = None,
+        update_matched: bool = True,
+        partition_by: Sequence[str] | None = None,
+    ) -> WriteResult:
+        """Write rows: overwrite, append, or merge on the table's keys. Returns the new Delta version.
+
+        A merge inserts rows whose keys are new and, with `update_matched`, replaces rows whose keys
+        exist; re-running a merge with the same rows changes nothing. Concurrent writers are safe:
+        a commit that loses the race is retried against the new table state.
+        """
+        mode = WriteMode(mode)
+        spec = table_spec(table)
+        if lineage is not None:
+            data = with_lineage(data, lineage)
+        merge_keys = tuple(keys or spec.keys)
+        if mode is WriteMode.MERGE:
+            if not merge_keys:
+                raise ValueError(f"merge into {spec.path} needs key columns; pass keys=[...]")
+            missing = [k for k in merge_keys if k not in data.columns]
+            if missing:
+                raise ValueError(f"merge into {spec.path}: key columns {missing} are not in the rows")
+            data = data.unique(subset=list(merge_keys), keep="last", maintain_order=True)
+        arrow = data.to_arrow()
+        uri = self.uri(spec)
+        commit = CommitProperties(custom_metadata={"nexa.run_id": lineage.run_id} if lineage else None)
+
+        for attempt in range(_COMMIT_RETRIES):
+            try:
+                if mode is WriteMode.MERGE and self.exists(spec.path):
+                    return self._merge(spec, arrow, merge_keys, update_matched, commit)
+                write_deltalake(
+                    uri,
+                    arrow,
+                    mode="overwrite" if mode is WriteMode.OVERWRITE else "append",
+                    schema_mode="overwrite" if mode is WriteMode.OVERWRITE else "merge",
+                    partition_by=list(partition_by) if partition_by else None,
+                    storage_options=self.storage_options(),
+                    commit_properties=commit,
+                )
+                version = self.delta_table(spec.path).version()
+                return WriteResult(spec.path, mode, version, arrow.num_rows, arrow.num_rows)
+            except CommitFailedError:
+                if attempt == _COMMIT_RETRIES - 1:
+                    raise
+                time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _merge(
+        self,
+        spec: TableSpec,
+        arrow: pa.Table,
+        keys: tuple[str, ...],
+        update_matched: bool,
+        commit: CommitProperties,
+    ) -> WriteResult:
+        dt = self.delta_table(spec.path)
+        predicate = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
+        merger = dt.merge(
+            arrow,
+            predicate=predicate,
+            source_alias="s",
+            target_alias="t",
+            merge_schema=True,
+            commit_properties=commit,
+        )
+        if update_matched:
+            merger = merger.when_matched_update_all()
+        metrics = merger.when_not_matched_insert_all().execute()
+        return WriteResult(
+            spec.path,
+            WriteMode.MERGE,
+            dt.version(),
+            arrow.num_rows,
+            int(metrics.get("num_target_rows_inserted", 0)),
+            int(metrics.get("num_target_rows_updated", 0)),
+        )
+
+    # ----------------------------------------------------------------------- SQL
+
+    def connect(
+        self,
+        at: Mapping[str, int | str | datetime] | None = None,
+        *,
+        safe: bool = True,
+    ) -> duckdb.DuckDBPyConnection:
+        """DuckDB with every lake table as view `<layer>.<name>`, optionally some at past versions.
+
+        With `safe` (the default for anything a user types), file system access is disabled and the
+        setting locked: only the lake views can be read.
+        """
+        at = {table_spec(k).path: v for k, v in (at or {}).items()}
+        con = duckdb.connect(":memory:")
+        specs = self.tables()
+        unknown = set(at) - {s.path for s in specs}
+        if unknown:
+            valid = ", ".join(s.sql_name for s in specs) or "none yet"
+            raise ValueError(f"--at names tables not in the lake: {sorted(unknown)} (tables: {valid})")
+        for spec in specs:
+            dataset = self.delta_table(spec.path, at.get(spec.path)).to_pyarrow_dataset()
+            hidden = f"__{spec.layer}__{spec.name}"
+            con.register(hidden, dataset)
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(spec.layer)}")
+            con.execute(
+                f"CREATE OR REPLACE VIEW {_quote(spec.layer)}.{_quote(spec.name)} AS SELECT * FROM {_quote(hidden)}"
+            )
+        if safe:
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+        return con
+
+    def sql(self, query: str, at: Mapping[str, int | str | datetime] | None = None) -> pa.Table:
+        """Run read-only user SQL over the lake views and return the result as Arrow."""
+        con = self.connect(at)
+        try:
+            relation = con.sql(query)
+            return relation.fetch_arrow_table() if relation is not None else pa.table({})
+        except duckdb.PermissionException as exc:
+            views = ", ".join(s.sql_name for s in self.tables()) or "none yet"
+            raise SqlAccessError(
+                f"external file access is disabled in Nexa SQL ({exc}); query the lake views instead: {views}"
+            ) from None
+        finally:
+            con.close()
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _parse_version(version: int | str | datetime) -> int | datetime:
+    if isinstance(version, (int, datetime)):
+        return version
+    text = str(version).strip()
+    if re.fullmatch(r"\d+", text):
+        return int(text)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"bad version {version!r}: expected a Delta version number (e.g. 3) or an ISO timestamp "
+            "(e.g. 2026-11-22T10:00:00Z)"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def parse_at(items: Iterable[str]) -> dict[str, str]:
+    """Parse CLI `--at layer.table=VERSION` items."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, version = item.partition("=")
+        if not sep or not name or not version:
+            raise ValueError(f"bad --at {item!r}: expected layer.table=VERSION, e.g. raw.prompts=3")
+        out[table_spec(name).path] = version
+    return out
