@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 
 import polars as pl
@@ -26,20 +27,28 @@ def _instance():
     return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
 
 
-def materialize(selection: str, run_config: dict | None = None, tags: dict[str, str] | None = None):
+def materialize(
+    selection: str,
+    run_config: dict | None = None,
+    tags: dict[str, str] | None = None,
+    log_level: str = "INFO",
+):
     """Materialize a selection of assets in this process (Dagster's in-process executor)."""
     import dagster as dg
 
     from nexa_jobs.definitions import defs
 
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     graph = defs.resolve_asset_graph()
     keys = dg.AssetSelection.from_string(selection).resolve(graph)
     if not keys:
         valid = ", ".join(sorted(k.to_user_string() for k in graph.get_all_asset_keys()))
         raise ValueError(f"selection {selection!r} matches no asset; assets are: {valid}")
     job = defs.resolve_implicit_global_asset_job_def()
+    config = {"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})}
     return job.execute_in_process(
-        run_config=run_config,
+        run_config=config,
         instance=_instance(),
         asset_selection=sorted(keys),
         tags=tags,

@@ -1,0 +1,152 @@
+"""raw/prompts and raw/rejects materialized through Dagster on a real lake (local and S3)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import polars as pl
+import pytest
+
+from nexa_assets.raw.assets import raw_prompts
+from nexa_resources.inputs import InputsResource
+from nexa_resources.lake import LakeResource
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def materialize(lake: LakeResource, inputs: InputsResource, **config) -> dg.ExecuteInProcessResult:
+    run_config = {"ops": {"raw_prompts": {"config": config}}} if config else None
+    return dg.materialize(
+        [raw_prompts],
+        resources={"lake": lake, "inputs": inputs},
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config=run_config,
+    )
+
+
+def metadata(result: dg.ExecuteInProcessResult, key: str) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == key]
+    return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+
+
+@pytest.fixture
+def inputs(tmp_path) -> InputsResource:
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    return InputsResource(uri=str(folder))
+
+
+def test_first_materialization_covers_every_cell_and_passes_checks(lake, inputs):
+    result = materialize(lake, inputs)
+    assert result.success
+    prompts = lake.read("raw/prompts")
+    assert prompts.height >= 240
+    groups = prompts.group_by("domain", "task_type", "split").len()
+    assert groups.select("domain", "task_type").unique().height >= 8
+    assert set(groups["split"]) == {"train", "eval"}
+    assert set(prompts["run_id"]) == {result.run_id}
+    assert set(prompts["round"]) == {0}
+    meta = metadata(result, "raw/prompts")
+    assert meta["delta_version"] == 0 and meta["new_prompts"] == prompts.height
+    assert "| domain |" in meta["by_cell_and_split"]
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"schema": True, "unique_prompt_id": True, "reject_rate": True}
+
+
+def test_rematerializing_adds_nothing_and_changes_nothing(lake, inputs):
+    materialize(lake, inputs)
+    before = lake.read("raw/prompts").sort("prompt_id")
+    version = lake.version("raw/prompts")
+    result = materialize(lake, inputs)
+    assert metadata(result, "raw/prompts")["new_prompts"] == 0
+    after = lake.read("raw/prompts").sort("prompt_id")
+    assert after.equals(before)  # run_id and created_at of earlier rows untouched too
+    assert lake.version("raw/prompts") == version
+
+
+def test_new_file_with_five_good_and_five_bad_rows(lake, inputs):
+    materialize(lake, inputs)
+    before = lake.read("raw/prompts").sort("prompt_id")
+    shutil.copy(FIXTURES / "inputs" / "new_prompts.jsonl", Path(inputs.uri) / "new_prompts.jsonl")
+
+    result = materialize(lake, inputs)
+    assert result.success
+    after = lake.read("raw/prompts")
+    new = after.join(before.select("prompt_id"), on="prompt_id", how="anti")
+    assert new.height == 5
+    assert set(new["source"]) == {"new_prompts.jsonl"} and set(new["origin"]) == {"file"}
+    rejects = lake.read("raw/rejects").sort("locator")
+    assert sorted(rejects["locator"]) == sorted(f"new_prompts.jsonl:{n}" for n in range(6, 11))
+    assert all(reason.startswith(loc) for loc, reason in zip(rejects["locator"], rejects["reason"]))
+    assert set(rejects["reason_code"]) == {"missing_field", "empty_text", "too_long", "invalid_utf8", "unknown_domain"}
+    unchanged = after.join(before, on="prompt_id", how="semi").sort("prompt_id")
+    assert unchanged.equals(before)
+
+    again = materialize(lake, inputs)
+    assert metadata(again, "raw/prompts")["new_prompts"] == 0
+    assert lake.read("raw/rejects").height == 5
+
+
+def test_bad_corpus_in_the_input_folder_never_fails_the_run(lake, inputs):
+    for path in (FIXTURES / "bad_inputs").iterdir():
+        if path.name != "expected.json":
+            shutil.copy(path, Path(inputs.uri) / path.name)
+    expected = json.loads((FIXTURES / "bad_inputs" / "expected.json").read_text())
+    result = materialize(lake, inputs, include_seed_pack=False, max_reject_rate=0.9)
+    assert result.success
+    rejects = lake.read("raw/rejects")
+    assert dict(zip(rejects["locator"], rejects["reason_code"])) == expected["rejects"]
+    assert lake.read("raw/prompts").height == expected["valid_rows"]
+    assert metadata(result, "raw/rejects")["rejected_this_run"] == len(expected["rejects"])
+
+
+def test_reject_rate_check_fails_above_threshold_without_failing_the_run(lake, inputs):
+    shutil.copy(FIXTURES / "bad_inputs" / "rows.jsonl", Path(inputs.uri) / "rows.jsonl")
+    result = materialize(lake, inputs, include_seed_pack=False, max_reject_rate=0.2)
+    assert result.success
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "reject_rate"]
+    assert not check.passed
+
+
+def test_files_config_selects_and_validates_names(lake, inputs):
+    shutil.copy(FIXTURES / "inputs" / "new_prompts.jsonl", Path(inputs.uri) / "new_prompts.jsonl")
+    result = materialize(lake, inputs, include_seed_pack=False, files=["new_prompts.jsonl"])
+    assert lake.read("raw/prompts").height == 5 and result.success
+    with pytest.raises(dg.Failure, match="missing.jsonl"):
+        materialize(lake, inputs, files=["missing.jsonl"])
+
+
+def test_generated_prompts_join_the_table_as_train(lake, inputs):
+    materialize(lake, inputs, include_seed_pack=False, generated_per_cell=3, generator_seed=5)
+    prompts = lake.read("raw/prompts")
+    assert prompts.height == 24
+    assert set(prompts["origin"]) == {"generated"} and set(prompts["split"]) == {"train"}
+
+
+def test_symlink_out_of_the_input_folder_is_skipped(lake, inputs, tmp_path):
+    outside = tmp_path / "secret.jsonl"
+    outside.write_text('{"domain":"physics","task_type":"hypothesis","instruction":"Leaked row?"}\n')
+    (Path(inputs.uri) / "link.jsonl").symlink_to(outside)
+    result = materialize(lake, inputs, include_seed_pack=False)
+    assert result.success
+    assert lake.read("raw/prompts", missing_ok=True).height == 0
+
+
+def test_lake_and_inputs_on_s3(s3_env):
+    bucket = s3_env
+    s3 = boto3.client("s3")
+    s3.upload_file(str(FIXTURES / "inputs" / "new_prompts.jsonl"), bucket, "incoming/new_prompts.jsonl")
+    lake = LakeResource(root=f"s3://{bucket}/lake")
+    inputs = InputsResource(uri=f"s3://{bucket}/incoming")
+    assert materialize(lake, inputs).success
+    prompts = lake.read("raw/prompts")
+    assert prompts.filter(pl.col("origin") == "file").height == 5
+    rejects = lake.read("raw/rejects")
+    assert rejects.height == 5
+    assert all(loc.startswith(f"s3://{bucket}/incoming/new_prompts.jsonl:") for loc in rejects["locator"])
+    assert materialize(lake, inputs).success
+    assert lake.read("raw/prompts").height == prompts.height
