@@ -41,7 +41,7 @@ def materialize(
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     graph = defs.resolve_asset_graph()
-    keys = dg.AssetSelection.from_string(selection).resolve(graph)
+    keys = dg.AssetSelection.from_string(selection).required_multi_asset_neighbors().resolve(graph)
     if not keys:
         valid = ", ".join(sorted(k.to_user_string() for k in graph.get_all_asset_keys()))
         raise ValueError(f"selection {selection!r} matches no asset; assets are: {valid}")
@@ -137,6 +137,12 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from nexa_jobs.demo import main as demo_main
+
+    return demo_main()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nexa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("demo", help="run the pipeline on the embedded defaults and print a summary")
-    p.set_defaults(func=lambda a: __import__("nexa_jobs.demo", fromlist=["main"]).main())
+    p.set_defaults(func=_demo)
     return parser
 
 
