@@ -26,7 +26,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import Field
 
 from nexa_resources.tables import LINEAGE_COLUMNS, TABLES, TableSpec, table_spec
@@ -245,14 +245,20 @@ class LakeResource(dg.ConfigurableResource):
         commit = CommitProperties(custom_metadata={"nexa.run_id": lineage.run_id} if lineage else None)
 
         for attempt in range(_COMMIT_RETRIES):
+            creating = False
             try:
                 if mode is WriteMode.MERGE and self.exists(spec.path):
                     return self._merge(spec, arrow, merge_keys, update_matched, commit)
+                # A merge into a missing table creates it, but only if still missing ("error"): a plain
+                # append would duplicate the keys of a writer that created it since exists() said no.
+                creating = mode is WriteMode.MERGE
                 write_deltalake(
                     uri,
                     arrow,
-                    mode="overwrite" if mode is WriteMode.OVERWRITE else "append",
-                    schema_mode="overwrite" if mode is WriteMode.OVERWRITE else "merge",
+                    mode="overwrite" if mode is WriteMode.OVERWRITE else "error" if creating else "append",
+                    schema_mode=(
+                        "overwrite" if mode is WriteMode.OVERWRITE else None if creating else "merge"
+                    ),
                     partition_by=list(partition_by) if partition_by else None,
                     storage_options=self.storage_options(),
                     commit_properties=commit,
@@ -263,6 +269,10 @@ class LakeResource(dg.ConfigurableResource):
                 if attempt == _COMMIT_RETRIES - 1:
                     raise
                 time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
+            except DeltaError:
+                # Another writer created the table first: merge into it on the next attempt.
+                if not creating or attempt == _COMMIT_RETRIES - 1 or not self.exists(spec.path):
+                    raise
         raise AssertionError("unreachable")
 
     def _merge(
