@@ -182,7 +182,10 @@ class LakeResource(dg.ConfigurableResource):
                 "materialize its asset first"
             ) from None
         if version is not None:
-            dt.load_as_version(_parse_version(version))
+            target = _parse_version(version)
+            if isinstance(target, datetime):
+                target = _version_at(dt, target, table)
+            dt.load_as_version(target)
         return dt
 
     def version(self, table: str) -> int | None:
@@ -242,15 +245,19 @@ class LakeResource(dg.ConfigurableResource):
             data = data.unique(subset=list(merge_keys), keep="last", maintain_order=True)
         arrow = data.to_arrow()
         uri = self.uri(spec)
-        commit = CommitProperties(custom_metadata={"nexa.run_id": lineage.run_id} if lineage else None)
+        custom_metadata = {"nexa.run_id": lineage.run_id} if lineage else None
+        commit = CommitProperties(custom_metadata=custom_metadata)
+        # Creating a table must fail, not be rebased onto a table another writer just created
+        # (delta-rs would commit it as version 1 on top of theirs): no commit retries for it.
+        create_commit = CommitProperties(custom_metadata=custom_metadata, max_commit_retries=0)
 
         for attempt in range(_COMMIT_RETRIES):
             creating = False
             try:
                 if mode is WriteMode.MERGE and self.exists(spec.path):
                     return self._merge(spec, arrow, merge_keys, update_matched, commit)
-                # A merge into a missing table creates it, but only if still missing ("error"): a plain
-                # append would duplicate the keys of a writer that created it since exists() said no.
+                # A merge into a missing table creates it, but only if it is still missing: appending
+                # would duplicate the keys of a writer that created it since exists() said no.
                 creating = mode is WriteMode.MERGE
                 write_deltalake(
                     uri,
@@ -261,7 +268,7 @@ class LakeResource(dg.ConfigurableResource):
                     ),
                     partition_by=list(partition_by) if partition_by else None,
                     storage_options=self.storage_options(),
-                    commit_properties=commit,
+                    commit_properties=create_commit if creating else commit,
                 )
                 version = self.delta_table(spec.path).version()
                 return WriteResult(spec.path, mode, version, arrow.num_rows, arrow.num_rows)
@@ -371,6 +378,18 @@ def _parse_version(version: int | str | datetime) -> int | datetime:
             "(e.g. 2026-11-22T10:00:00Z)"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _version_at(dt: DeltaTable, when: datetime, table: str) -> int:
+    """The last version committed at or before `when`, from the commit timestamps (ms) in the log.
+
+    delta-rs would resolve timestamps from object modification times, which S3 keeps to the second.
+    """
+    millis = when.timestamp() * 1000
+    versions = [h["version"] for h in dt.history() if h.get("timestamp", 0) <= millis]
+    if not versions:
+        raise ValueError(f"{table} has no version at or before {when.isoformat()}")
+    return max(versions)
 
 
 def parse_at(items: Iterable[str]) -> dict[str, str]:

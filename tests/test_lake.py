@@ -580,16 +580,34 @@ def test_parse_at_rejects_unknown_table():
 _WORKER = textwrap.dedent(
     """
     import sys, time
+    from pathlib import Path
     import polars as pl
     from nexa_resources.lake import LakeResource, Lineage
 
-    root, worker, start_at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    root, worker, sync, races = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
     lake = LakeResource(root=root)
-    while time.time() < start_at:
-        time.sleep(0.005)
+
+    def together(step):
+        # say ready, then spin until the other worker is too, so that both write at the same moment
+        (sync / f"{step}-{worker}").touch()
+        deadline = time.monotonic() + 60
+        while not (sync / f"{step}-{1 - worker}").exists() and time.monotonic() < deadline:
+            pass
+
+    # both create the same new tables with the same keys, worker 1 a little later each time (the
+    # riskiest moment is the other's commit landing between our exists() check and our write)
+    for t in range(races):
+        together(f"race{t}")
+        if worker == 1:
+            time.sleep(t * 0.0005)
+        rows = pl.DataFrame({"k": list(range(10)), "w": [worker] * 10})
+        lake.write(f"scratch/race{t}", rows, mode="merge", keys=["k"])
+
+    together("merges")
     for i in range(20):
-        # 10 keys per merge, overlapping the previous merge by 5 and the other worker's range by 5
-        ids = [worker * 100 + i * 5 + j for j in range(10)]
+        # 10 keys per merge, overlapping this worker's previous merge by 5 and the other worker's
+        # concurrent merge by 7, so both race to update the same rows
+        ids = [worker * 3 + i * 5 + j for j in range(10)]
         rows = pl.DataFrame({"prompt_id": [f"k{n:04d}" for n in ids], "text": [f"w{worker}-{i}"] * 10})
         lake.write("raw/prompts", rows, mode="merge", lineage=Lineage(f"worker-{worker}", i))
     print("done", worker)
@@ -600,10 +618,12 @@ _WORKER = textwrap.dedent(
 def test_two_processes_merging_concurrently_lose_nothing(lake, tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
-    start_at = time.time() + 4.0  # both import, then start together (and race to create the table)
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    races = 8
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script), lake.root, str(worker), str(start_at)],
+            [sys.executable, str(script), lake.root, str(worker), str(sync), str(races)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -615,10 +635,36 @@ def test_two_processes_merging_concurrently_lose_nothing(lake, tmp_path):
         assert proc.returncode == 0, err[-3000:]
         assert "done" in out
 
-    expected = {f"k{worker * 100 + i * 5 + j:04d}" for worker in (0, 1) for i in range(20) for j in range(10)}
+    for t in range(races):
+        race = lake.read(f"scratch/race{t}")
+        assert sorted(race["k"].to_list()) == list(range(10)), f"scratch/race{t} lost or duplicated keys"
+        assert lake.version(f"scratch/race{t}") == 1  # one create and one merge, nothing else
+
+    expected = {f"k{worker * 3 + i * 5 + j:04d}" for worker in (0, 1) for i in range(20) for j in range(10)}
     df = lake.read("raw/prompts")
     assert df["prompt_id"].n_unique() == df.height  # no duplicate keys
     assert set(df["prompt_id"]) == expected
-    assert df.height == len(expected) == 205
+    assert df.height == len(expected) == 108
     # every write is a commit of its own
     assert lake.version("raw/prompts") == 39
+
+
+def test_merge_creating_a_table_another_writer_just_created_does_not_duplicate(lake, monkeypatch):
+    """The race of two first merges: exists() said no, but the table is there by the time we write."""
+    lake.write("raw/prompts", prompts(range(5)), mode="merge", lineage=Lineage("first", 0, T0))
+    real_exists = LakeResource.exists
+    calls = {"n": 0}
+
+    def stale_exists(self, table):
+        calls["n"] += 1
+        return False if calls["n"] == 1 else real_exists(self, table)
+
+    monkeypatch.setattr(LakeResource, "exists", stale_exists)
+    result = lake.write("raw/prompts", prompts(range(3, 8), "second"), mode="merge", lineage=Lineage("second", 1, T1))
+    monkeypatch.undo()
+
+    assert (result.mode, result.version, result.inserted, result.updated) == (WriteMode.MERGE, 1, 3, 2)
+    df = by_key(lake.read("raw/prompts"))
+    assert df["prompt_id"].to_list() == [f"p{i}" for i in range(8)]
+    assert df["text"].to_list() == ["t0", "t1", "t2", "second3", "second4", "second5", "second6", "second7"]
+    assert lake.version("raw/prompts") == 1
