@@ -1,0 +1,1 @@
+"""The distill layer: teacher completions, their quality filters, and the pairs kept for SFT."""

@@ -1,0 +1,1 @@
+"""The eval layer: the versioned rubric, an LLM judge and an offline structural judge behind one verdict."""

@@ -1,0 +1,193 @@
+"""The versioned judge rubric (DESIGN §5): metrics, 1–5 scale, judge prompt, and parsing a judge's answer."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
+
+from nexa_assets.taxonomy import TASK_TYPES
+from nexa_assets.text import content_hash
+
+RUBRIC_PACKAGE = "nexa_assets.evaluate"
+USER_PLACEHOLDERS: tuple[str, ...] = ("task_type", "instruction", "context", "answer")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_ANCHOR_LEVELS = ("1", "3", "5")
+
+
+@dataclass(frozen=True)
+class Rubric:
+    version: str  # the file's version plus a hash of its text: "v1-<12 hex>"
+    metrics: tuple[str, ...]
+    scale: tuple[int, int]
+    system_prompt: str  # rendered: the metric descriptions are already in it
+    user_template: str  # placeholders {task_type} {instruction} {context} {answer}
+    descriptions: Mapping[str, Mapping[str, str]]  # metric → {"question", "1", "3", "5"}
+
+
+@dataclass(frozen=True)
+class JudgeVerdict:
+    scores: dict[str, int] | None  # None when the judge's answer was unusable; never a 0 score
+    lacking: dict[str, str]  # metric → what was lacking, a hint for the prompt generator
+    error: str | None  # "judge_unparsable: <why>" or another recorded failure
+
+    @property
+    def ok(self) -> bool:
+        return self.scores is not None
+
+
+def available_rubrics() -> tuple[str, ...]:
+    """Names of the rubric files shipped in nexa_assets/evaluate/data."""
+    data = resources.files(RUBRIC_PACKAGE).joinpath("data")
+    return tuple(sorted(p.name.removesuffix(".json") for p in data.iterdir() if p.name.endswith(".json")))
+
+
+@cache
+def load_rubric(name: str = "rubric_v1") -> Rubric:
+    """The rubric shipped as package data `nexa_assets/evaluate/data/<name>.json`."""
+    names = available_rubrics()
+    if name not in names:
+        raise ValueError(f"unknown rubric {name!r}: valid values are {', '.join(names)}")
+    text = resources.files(RUBRIC_PACKAGE).joinpath("data", f"{name}.json").read_text(encoding="utf-8")
+    return _build(name, text)
+
+
+def _build(name: str, text: str) -> Rubric:
+    raw: dict[str, Any] = json.loads(text)
+    low, high = int(raw["scale"]["min"]), int(raw["scale"]["max"])
+    if low >= high:
+        raise ValueError(f"{name}: scale min {low} must be below max {high}")
+    descriptions: dict[str, Mapping[str, str]] = {}
+    for entry in raw["metrics"]:
+        metric = entry["name"]
+        if metric in descriptions:
+            raise ValueError(f"{name}: metric {metric!r} is listed twice")
+        missing = [level for level in _ANCHOR_LEVELS if level not in entry["levels"]]
+        if missing:
+            raise ValueError(f"{name}: metric {metric!r} lacks anchors for {', '.join(missing)}")
+        descriptions[metric] = MappingProxyType({"question": entry["question"], **entry["levels"]})
+    user_template = raw["user_template"]
+    absent = [p for p in USER_PLACEHOLDERS if "{" + p + "}" not in user_template]
+    if absent:
+        raise ValueError(f"{name}: user_template lacks placeholders {', '.join('{' + p + '}' for p in absent)}")
+    metrics = tuple(descriptions)
+    system_prompt = _fill(
+        raw["system_prompt"],
+        {
+            "scale_min": str(low),
+            "scale_max": str(high),
+            "rubric": _render_descriptions(descriptions),
+            "metric_scores": "{" + ", ".join(f'"{m}": <{low}-{high}>' for m in metrics) + "}",
+        },
+    )
+    return Rubric(
+        version=f"{raw['version']}-{content_hash(text)[:12]}",
+        metrics=metrics,
+        scale=(low, high),
+        system_prompt=system_prompt,
+        user_template=user_template,
+        descriptions=MappingProxyType(descriptions),
+    )
+
+
+def _render_descriptions(descriptions: Mapping[str, Mapping[str, str]]) -> str:
+    blocks = []
+    for metric, text in descriptions.items():
+        anchors = "\n".join(f"  {level} = {text[level]}" for level in _ANCHOR_LEVELS)
+        blocks.append(f"- {metric}: {text['question']}\n{anchors}")
+    return "\n".join(blocks)
+
+
+def _fill(template: str, values: Mapping[str, str]) -> str:
+    """Replace {name} placeholders in one pass, so braces inside the values are never expanded."""
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def format_judge_messages(
+    rubric: Rubric,
+    task_type: str,
+    instruction: str,
+    context: str | None,
+    answer: str | None,
+) -> list[dict[str, str]]:
+    """The chat messages (system, user) asking a judge to score one answer with this rubric."""
+    if task_type not in TASK_TYPES:
+        raise ValueError(f"unknown task_type {task_type!r}: valid values are {', '.join(TASK_TYPES)}")
+    user = _fill(
+        rubric.user_template,
+        {
+            "task_type": task_type,
+            "instruction": instruction.strip(),
+            "context": (context or "").strip() or "(none)",
+            "answer": (answer or "").strip() or "(empty answer)",
+        },
+    )
+    return [{"role": "system", "content": rubric.system_prompt}, {"role": "user", "content": user}]
+
+
+def parse_judge_answer(rubric: Rubric, text: str | None) -> tuple[dict[str, int] | None, dict[str, str], str | None]:
+    """(scores, lacking, error) from a judge's reply; any defect gives (None, {}, "judge_unparsable: …").
+
+    Tolerates ```json fences, prose around the object, a flat object without "scores", integral floats
+    (4.0) and digit strings ("4"); a missing metric, another value, or a score off the scale is an error.
+    """
+    found = _json_object(text or "")
+    if found is None:
+        return None, {}, "judge_unparsable: no JSON object in the judge's answer"
+    block = found.get("scores", found)
+    if not isinstance(block, dict):
+        return None, {}, f"judge_unparsable: 'scores' is a {type(block).__name__}, not an object"
+    low, high = rubric.scale
+    scores: dict[str, int] = {}
+    for metric in rubric.metrics:
+        if metric not in block:
+            return None, {}, f"judge_unparsable: missing score for {metric!r} (metrics: {', '.join(rubric.metrics)})"
+        score = _as_int(block[metric])
+        if score is None:
+            return None, {}, f"judge_unparsable: score for {metric!r} is not an integer: {block[metric]!r}"
+        if not low <= score <= high:
+            return None, {}, f"judge_unparsable: score for {metric!r} is {score}, outside {low}-{high}"
+        scores[metric] = score
+    lacking_block = found.get("lacking")
+    lacking = {
+        metric: " ".join(phrase.split())
+        for metric, phrase in (lacking_block.items() if isinstance(lacking_block, dict) else ())
+        if metric in scores and isinstance(phrase, str) and phrase.strip()
+    }
+    return scores, lacking, None
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    """The first JSON object holding "scores" (else the first JSON object at all) anywhere in the text."""
+    decoder = json.JSONDecoder()
+    first: dict[str, Any] | None = None
+    position = text.find("{")
+    while position != -1:
+        try:
+            value, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError:
+            position = text.find("{", position + 1)
+            continue
+        if isinstance(value, dict):
+            if "scores" in value:
+                return value
+            first = first if first is not None else value
+        position = text.find("{", end)
+    return first
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    return None
