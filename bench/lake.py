@@ -13,7 +13,9 @@
 
 The machine may be shared and noisy: the contenders are interleaved in every repetition (their order
 alternating), each timing is the median over `--repeat` repetitions, and ratios are ratios of medians.
-Everything lives in a temporary directory that is removed at the end. Exits 1 if a ratio misses its target.
+CPU-time ratios are printed too, as a steadier second opinion when other processes share the CPUs.
+Everything lives in a temporary directory (under $TMPDIR) that is removed at the end.
+Exits 1 if a ratio misses its target.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ SCAN_TARGET = 2.0
 COMPLETIONS = "distill/completions"
 SCAN_TABLE = "bench/scan"
 
-TEACHERS = np.array(["gpt-4o-2024-08-06", "claude-3-5-sonnet-20241022", "llama-3.1-405b-instruct", "qwen2.5-72b-instruct"])
+TEACHERS = np.array(
+    ["gpt-4o-2024-08-06", "claude-3-5-sonnet-20241022", "llama-3.1-405b-instruct", "qwen2.5-72b-instruct"]
+)
 FINISH_REASONS = np.array(["stop", "length", "content_filter"])
 FINISH_P = [0.90, 0.08, 0.02]
 TEMPLATES = np.array(["v1", "v2", "v3"])
@@ -123,11 +127,18 @@ def completions(n: int, seed: int, corpus: np.ndarray) -> pl.DataFrame:
 # -------------------------------------------------------------------------- timing
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
+CPU: dict[str, list[float]] = {}  # process CPU seconds (all threads) per contender: steadier under other load
+
+
+def timed(fn: Callable[[], object], name: str | None = None) -> tuple[float, object]:
     gc.collect()
+    cpu = time.process_time()
     start = time.perf_counter()
     out = fn()
-    return time.perf_counter() - start, out
+    wall = time.perf_counter() - start
+    if name:
+        CPU.setdefault(name, []).append(time.process_time() - cpu)
+    return wall, out
 
 
 def med(values: list[float]) -> float:
@@ -172,7 +183,7 @@ def bench_merge(tmp: Path, rows: int, repeat: int, corpus: np.ndarray) -> dict[s
         ]
         for lake_step, pq_step in pairs:
             for name, fn in (lake_step, pq_step) if rep % 2 == 0 else (pq_step, lake_step):
-                seconds, result = timed(fn)
+                seconds, result = timed(fn, f"merge.{name}")
                 t[name].append(seconds)
                 if name == "incr":
                     assert result.inserted == rows and result.updated == 0 and result.version == 1, result
@@ -199,7 +210,7 @@ ORDER BY ALL
 """
 
 
-def bench_scan(tmp: Path, rows: int, repeat: int, corpus: np.ndarray) -> tuple[dict[str, list[float]], dict[str, float]]:
+def bench_scan(tmp: Path, rows: int, repeat: int, corpus: np.ndarray) -> dict[str, list[float]]:
     lineage = Lineage(run_id="bench-run", round=0)
     df = completions(rows, seed=3, corpus=corpus)
     lake = LakeResource(root=str(tmp / "scan-lake"))
@@ -217,7 +228,10 @@ def bench_scan(tmp: Path, rows: int, repeat: int, corpus: np.ndarray) -> tuple[d
         f"{mib(du(tmp / 'scan-lake'))}; Parquet file {pq.ParquetFile(parquet).num_row_groups} row groups, "
         f"{mib(du(parquet))}"
     )
-    print(f"  setup (untimed in ratios): lake.write overwrite {fmt_s(setup['lake_write'])}, parquet write {fmt_s(setup['pq_write'])}")
+    print(
+        f"  setup (not in the ratios): lake.write overwrite {fmt_s(setup['lake_write']).strip()}, "
+        f"parquet write {fmt_s(setup['pq_write']).strip()}"
+    )
 
     connects: list[float] = []
     for _ in range(repeat):
@@ -235,14 +249,17 @@ def bench_scan(tmp: Path, rows: int, repeat: int, corpus: np.ndarray) -> tuple[d
     assert sum(r[2] for r in view_result) == rows
 
     t: dict[str, list[float]] = {"view": [], "parquet": [], "connect": connects}
-    contenders = [("view", lambda: view_con.sql(view_sql).fetchall()), ("parquet", lambda: pq_con.sql(pq_sql).fetchall())]
+    contenders = [
+        ("view", lambda: view_con.sql(view_sql).fetchall()),
+        ("parquet", lambda: pq_con.sql(pq_sql).fetchall()),
+    ]
     for rep in range(repeat):
         for name, fn in contenders if rep % 2 == 0 else contenders[::-1]:
-            seconds, _ = timed(fn)
+            seconds, _ = timed(fn, f"scan.{name}")
             t[name].append(seconds)
     view_con.close()
     pq_con.close()
-    return t, setup
+    return t
 
 
 # ---------------------------------------------------------------------------- main
@@ -267,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     import deltalake
 
-    print(f"  deltalake {deltalake.__version__}, duckdb {duckdb.__version__}, polars {pl.__version__}, pyarrow {pa.__version__}")
+    print(
+        f"  deltalake {deltalake.__version__}, duckdb {duckdb.__version__}, polars {pl.__version__}, "
+        f"pyarrow {pa.__version__}"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="nexa-bench-lake-"))
     try:
         seconds, corpus = timed(lambda: _corpus(np.random.default_rng(0)))
@@ -275,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         print("merge:")
         m = bench_merge(tmp, args.rows, args.repeat, corpus)
         print("scan:")
-        s, _ = bench_scan(tmp, args.scan_rows, args.repeat, corpus)
+        s = bench_scan(tmp, args.scan_rows, args.repeat, corpus)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -299,6 +319,15 @@ def main(argv: list[str] | None = None) -> int:
             f"(target <= {target:g}x)  {verdict(ratio, target)}"
         )
     print(f"  {'lake.connect() (not in the ratio)':<36} {fmt_s(connect)}")
+    print()
+    print("CPU time (process, all threads; less sensitive to other load on the machine), medians:")
+    for label, a, b, target in (
+        (f"merge into {n}-row table / parquet", "merge.incr", "merge.pq_incr", MERGE_TARGET),
+        ("merge into empty table / parquet", "merge.first", "merge.pq_first", MERGE_TARGET),
+        ("GROUP BY lake view / read_parquet", "scan.view", "scan.parquet", SCAN_TARGET),
+    ):
+        ca, cb = med(CPU[a]), med(CPU[b])
+        print(f"  {label:<36} {fmt_s(ca)} / {fmt_s(cb)}   ratio {ca / cb:4.1f}x  (target <= {target:g}x)")
     print()
     print("raw timings (s):")
     for name, values in {**{f"merge.{k}": v for k, v in m.items()}, **{f"scan.{k}": v for k, v in s.items()}}.items():

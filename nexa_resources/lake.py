@@ -332,15 +332,32 @@ class LakeResource(dg.ConfigurableResource):
         if unknown:
             valid = ", ".join(s.sql_name for s in specs) or "none yet"
             raise ValueError(f"--at names tables not in the lake: {sorted(unknown)} (tables: {valid})")
+        allowed: list[str] = []
         for spec in specs:
-            dataset = self.delta_table(spec.path, at.get(spec.path)).to_pyarrow_dataset()
-            hidden = f"__{spec.layer}__{spec.name}"
-            con.register(hidden, dataset)
+            dt = self.delta_table(spec.path, at.get(spec.path))
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(spec.layer)}")
-            con.execute(
-                f"CREATE OR REPLACE VIEW {_quote(spec.layer)}.{_quote(spec.name)} AS SELECT * FROM {_quote(hidden)}"
-            )
+            view = f"{_quote(spec.layer)}.{_quote(spec.name)}"
+            files = _plain_parquet_files(dt) if not self.is_remote else None
+            if files:
+                # DuckDB's own Parquet reader over the version's data files: 2-4x faster than scanning
+                # a pyarrow dataset (bench/lake.py), and still no extension.
+                columns = ", ".join(_quote(f.name) for f in dt.schema().fields)
+                listing = ", ".join(_sql_str(f) for f in files)
+                try:
+                    con.execute(
+                        f"CREATE OR REPLACE VIEW {view} AS SELECT {columns} "
+                        f"FROM read_parquet([{listing}], union_by_name = true)"
+                    )
+                    allowed.extend(files)
+                    continue
+                except duckdb.Error:
+                    pass  # e.g. a column no data file has yet: the pyarrow dataset handles it
+            hidden = f"__{spec.layer}__{spec.name}"
+            con.register(hidden, dt.to_pyarrow_dataset())
+            con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {_quote(hidden)}")
         if safe:
+            if allowed:  # exactly the data files of the views' versions, read-only
+                con.execute(f"SET allowed_paths = [{', '.join(_sql_str(f) for f in allowed)}]")
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
         return con
@@ -358,6 +375,21 @@ class LakeResource(dg.ConfigurableResource):
             ) from None
         finally:
             con.close()
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _plain_parquet_files(dt: DeltaTable) -> list[str] | None:
+    """The table's data files if plain read_parquet reads it exactly: no partitions, DVs or column mapping."""
+    protocol = dt.protocol()
+    if protocol.min_reader_version > 1 or dt.metadata().partition_columns:
+        return None
+    files = dt.file_uris()
+    if not files or any("://" in f for f in files):
+        return None
+    return files
 
 
 def _quote(identifier: str) -> str:
