@@ -81,6 +81,7 @@ class WriteResult:
     rows_in: int
     inserted: int
     updated: int = 0
+    deleted: int = 0
 
     def metadata(self) -> dict[str, Any]:
         """Dagster materialization metadata for this write."""
@@ -91,6 +92,7 @@ class WriteResult:
             "rows_in": self.rows_in,
             "rows_inserted": self.inserted,
             "rows_updated": self.updated,
+            "rows_deleted": self.deleted,
         }
 
 
@@ -223,12 +225,14 @@ class LakeResource(dg.ConfigurableResource):
         lineage: Lineage | None = None,
         keys: Sequence[str] | None = None,
         update_matched: bool = True,
+        delete_unmatched: bool = False,
         partition_by: Sequence[str] | None = None,
     ) -> WriteResult:
         """Write rows: overwrite, append, or merge on the table's keys. Returns the new Delta version.
 
         A merge inserts rows whose keys are new and, with `update_matched`, replaces rows whose keys
-        exist; re-running a merge with the same rows changes nothing. Concurrent writers are safe:
+        exist; with `delete_unmatched` it also deletes rows absent from `data`, making the table equal to
+        `data` while rows that did not change keep their lineage. Re-running a merge changes nothing. Concurrent writers are safe:
         a commit that loses the race is retried against the new table state.
         """
         mode = WriteMode(mode)
@@ -255,7 +259,7 @@ class LakeResource(dg.ConfigurableResource):
             creating = False
             try:
                 if mode is WriteMode.MERGE and self.exists(spec.path):
-                    return self._merge(spec, arrow, merge_keys, update_matched, commit)
+                    return self._merge(spec, arrow, merge_keys, update_matched, delete_unmatched, commit)
                 # A merge into a missing table creates it, but only if it is still missing: appending
                 # would duplicate the keys of a writer that created it since exists() said no.
                 creating = mode is WriteMode.MERGE
@@ -288,6 +292,7 @@ class LakeResource(dg.ConfigurableResource):
         arrow: pa.Table,
         keys: tuple[str, ...],
         update_matched: bool,
+        delete_unmatched: bool,
         commit: CommitProperties,
     ) -> WriteResult:
         dt = self.delta_table(spec.path)
@@ -302,6 +307,8 @@ class LakeResource(dg.ConfigurableResource):
         )
         if update_matched:
             merger = merger.when_matched_update_all()
+        if delete_unmatched:
+            merger = merger.when_not_matched_by_source_delete()
         metrics = merger.when_not_matched_insert_all().execute()
         return WriteResult(
             spec.path,
@@ -310,6 +317,7 @@ class LakeResource(dg.ConfigurableResource):
             arrow.num_rows,
             int(metrics.get("num_target_rows_inserted", 0)),
             int(metrics.get("num_target_rows_updated", 0)),
+            int(metrics.get("num_target_rows_deleted", 0)),
         )
 
     # ----------------------------------------------------------------------- SQL

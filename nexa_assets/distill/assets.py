@@ -1,0 +1,340 @@
+"""distill/completions and distill/pairs: teacher answers that never pay twice, filtered and judged."""
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from nexa_assets.distill.collect import CollectStats, collect
+from nexa_assets.distill.filters import FilterConfig
+from nexa_assets.distill.pairs import METRICS, GateConfig, evaluate_pairs
+from nexa_assets.distill.task import OUTPUT_COLUMNS, format_messages, format_regeneration, request_id, templates
+from nexa_assets.metadata import counts, preview
+from nexa_resources.judge import JudgeResource
+from nexa_resources.lake import LakeResource, Lineage
+from nexa_resources.llm_client import run_sync
+from nexa_resources.teacher import TeacherResource
+
+COMPLETIONS = dg.AssetKey(["distill", "completions"])
+PAIRS = dg.AssetKey(["distill", "pairs"])
+PROMPTS = dg.AssetKey(["raw", "prompts"])
+
+COMPLETION_SCHEMA: dict[str, pl.DataType] = {
+    "request_id": pl.String(),
+    "prompt_id": pl.String(),
+    "teacher_model": pl.String(),
+    "template_version": pl.String(),
+    "system_prompt": pl.String(),
+    "user_prompt": pl.String(),
+    "completion": pl.String(),
+    "finish_reason": pl.String(),
+    "prompt_tokens": pl.Int64(),
+    "completion_tokens": pl.Int64(),
+    "latency_ms": pl.Float64(),
+    "cost_usd": pl.Float64(),
+    "attempts": pl.Int64(),
+    "error": pl.String(),
+    "regenerated_from": pl.String(),
+}
+assert tuple(COMPLETION_SCHEMA) == OUTPUT_COLUMNS
+
+
+class CompletionsConfig(dg.Config):
+    """Which prompts the teacher answers."""
+
+    round: int = Field(default=0, description="Feedback round (lineage).")
+    max_prompts: int | None = Field(default=None, description="Answer at most this many train prompts (by id).")
+    batch_size: int = Field(default=32, gt=0, description="Rows merged into the lake per batch while collecting.")
+    domains: list[str] | None = Field(default=None, description="Only these domains (all when unset).")
+
+
+def collect_into_lake(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    teacher: TeacherResource,
+    requests: Sequence[dict[str, Any]],
+    lineage: Lineage,
+    batch_size: int,
+) -> tuple[list[dict[str, Any]], CollectStats]:
+    """Send the requests not answered yet; merge rows as they finish. Returns (cached ids, stats)."""
+    answered = lake.read("distill/completions", columns=["request_id", "error"], missing_ok=True)
+    done = set(answered.filter(pl.col("error").is_null())["request_id"]) if not answered.is_empty() else set()
+    pending = [r for r in requests if r["request_id"] not in done]
+    cached = [r for r in requests if r["request_id"] in done]
+    context.log.info(
+        f"{len(requests)} teacher requests: {len(cached)} already answered (cache), {len(pending)} to send"
+    )
+    if not pending:
+        return cached, CollectStats(total=0)
+
+    def merge(rows: list[dict[str, Any]]) -> None:
+        frame = pl.DataFrame(rows, schema=COMPLETION_SCHEMA)
+        lake.write("distill/completions", frame, mode="merge", lineage=lineage)
+
+    client = teacher.client(context.log)
+    stats = run_sync(
+        lambda: collect(
+            pending,
+            client,
+            teacher.sampling(),
+            model_id=teacher.model_id,
+            price=teacher.price(),
+            on_batch=merge,
+            batch_size=batch_size,
+            log=context.log.info,
+        )
+    )
+    return cached, stats
+
+
+def teacher_requests(prompts: pl.DataFrame, teacher: TeacherResource) -> list[dict[str, Any]]:
+    """One request per prompt, keyed by (prompt, model, template version, sampling)."""
+    version = templates().version
+    out = []
+    for row in prompts.iter_rows(named=True):
+        system_prompt, user_prompt = format_messages(row)
+        out.append(
+            {
+                "request_id": request_id(row["prompt_id"], teacher.model_id, version, teacher.sampling()),
+                "prompt_id": row["prompt_id"],
+                "template_version": version,
+                "system_prompt": system_prompt,
+                "user_prompt": user_prompt,
+                "regenerated_from": None,
+            }
+        )
+    return out
+
+
+@dg.asset(
+    key=COMPLETIONS,
+    deps=[PROMPTS],
+    group_name="distill",
+    kinds={"openai", "deltalake"},
+    description="Teacher completions for the train prompts, keyed by request_id = hash(prompt, model, "
+    "template version, sampling); an answered request is never sent again.",
+    check_specs=[dg.AssetCheckSpec("error_rate", asset=COMPLETIONS, description="Failed requests under the limit.")],
+)
+def distill_completions(
+    context: dg.AssetExecutionContext, config: CompletionsConfig, lake: LakeResource, teacher: TeacherResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Collect teacher answers for every train prompt not answered yet, merging rows as they finish."""
+    prompts = lake.read("raw/prompts").filter(pl.col("split") == "train").sort("prompt_id")
+    if config.domains:
+        prompts = prompts.filter(pl.col("domain").is_in(config.domains))
+    if config.max_prompts is not None:
+        prompts = prompts.head(config.max_prompts)
+    requests = teacher_requests(prompts, teacher)
+    lineage = Lineage(run_id=context.run.run_id, round=config.round)
+    cached, stats = collect_into_lake(context, lake, teacher, requests, lineage, config.batch_size)
+
+    table = lake.read("distill/completions", missing_ok=True)
+    mine = table.filter(pl.col("request_id").is_in([r["request_id"] for r in requests])) if table.height else table
+    version = lake.version("distill/completions")
+    yield dg.MaterializeResult(
+        asset_key=COMPLETIONS,
+        metadata={
+            "delta_version": version,
+            "dagster/row_count": table.height,
+            "teacher": dg.MetadataValue.json(teacher.describe()),
+            "template_version": templates().version,
+            "requests": len(requests),
+            "requests_cached": len(cached),
+            "requests_sent": stats.done,
+            "errors": stats.errors,
+            "error_kinds": dg.MetadataValue.json(dict(stats.error_kinds)),
+            "requests_per_s": round(stats.requests_per_s, 2),
+            "prompt_tokens_sent": stats.prompt_tokens,
+            "completion_tokens_sent": stats.completion_tokens,
+            "cost_usd_this_run": round(stats.cost_usd, 6),
+            "cost_usd_total": round(float(table["cost_usd"].sum()), 6) if table.height else 0.0,
+            "wall_s": round(stats.elapsed_s, 1) if stats.total else 0.0,
+            "preview": preview(mine, ["prompt_id", "finish_reason", "completion_tokens", "latency_ms", "completion"]),
+        },
+    )
+    passed = stats.error_rate <= teacher.max_error_rate
+    yield dg.AssetCheckResult(
+        asset_key=COMPLETIONS,
+        check_name="error_rate",
+        passed=passed,
+        metadata={"error_rate": round(stats.error_rate, 4), "limit": teacher.max_error_rate, "sent": stats.done},
+    )
+    if not passed:
+        top = ", ".join(f"{k} ×{n}" for k, n in stats.error_kinds.most_common(3))
+        raise dg.Failure(
+            f"{stats.errors} of {stats.done} teacher requests failed ({stats.error_rate:.0%} > limit "
+            f"{teacher.max_error_rate:.0%}): {top}. Their rows are recorded with the error; re-run to retry them.",
+        )
+
+
+class PairsConfig(dg.Config):
+    """Filters, judge thresholds and regeneration."""
+
+    round: int = 0
+    regenerate: int = Field(default=1, ge=0, description="How many times a rejected pair is asked again.")
+    min_chars: int = 150
+    max_chars: int = 6000
+    min_tokens: int = 30
+    max_tokens: int = 1500
+    near_duplicate_threshold: float = 0.85
+    thresholds: dict[str, int] = Field(
+        default_factory=lambda: {m: 3 for m in METRICS}, description="Minimum judge score per metric (1–5)."
+    )
+    min_pass_rate: float = Field(default=0.05, ge=0, le=1, description="Asset check floor on the pass rate.")
+    batch_size: int = 32
+
+    def filters(self) -> FilterConfig:
+        return FilterConfig(
+            min_chars=self.min_chars,
+            max_chars=self.max_chars,
+            min_tokens=self.min_tokens,
+            max_tokens=self.max_tokens,
+            near_duplicate_threshold=self.near_duplicate_threshold,
+        )
+
+    def gate(self) -> GateConfig:
+        unknown = set(self.thresholds) - set(METRICS)
+        if unknown:
+            raise ValueError(f"unknown metrics in thresholds: {sorted(unknown)}; valid values are {', '.join(METRICS)}")
+        return GateConfig(thresholds={**{m: 3 for m in METRICS}, **self.thresholds})
+
+
+def _joined_completions(lake: LakeResource, request_ids: set[str] | None = None) -> pl.DataFrame:
+    completions = lake.read("distill/completions").filter(pl.col("error").is_null())
+    if request_ids is not None:
+        completions = completions.filter(pl.col("request_id").is_in(list(request_ids)))
+    prompts = lake.read("raw/prompts", columns=["prompt_id", "domain", "task_type", "instruction", "context"])
+    return completions.join(prompts, on="prompt_id", how="inner")
+
+
+@dg.asset(
+    key=PAIRS,
+    deps=[COMPLETIONS],
+    group_name="distill",
+    kinds={"polars", "deltalake"},
+    description="Every completion filtered (with all its reasons) and judged on the rubric; rejected ones "
+    "are asked again with what failed, linked by regenerated_from.",
+    check_specs=[dg.AssetCheckSpec("pass_rate", asset=PAIRS, description="Pass rate above the floor.")],
+)
+def distill_pairs(
+    context: dg.AssetExecutionContext,
+    config: PairsConfig,
+    lake: LakeResource,
+    teacher: TeacherResource,
+    judge: JudgeResource,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Filter and judge new completions, regenerate rejected ones, and merge the pairs."""
+    lineage = Lineage(run_id=context.run.run_id, round=config.round)
+    filters, gate = config.filters(), config.gate()
+    existing = lake.read("distill/pairs", missing_ok=True)
+    judged = set(existing["request_id"]) if existing.height else set()
+
+    def judge_new(rows: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
+        anchors = (
+            _joined_completions(lake, set(known.filter(pl.col("passed"))["request_id"])).to_dicts()
+            if known.height
+            else []
+        )
+        return evaluate_pairs(
+            rows.to_dicts(),
+            filters=filters,
+            gate=gate,
+            judge=lambda items: judge.judge_many(items, context.log),
+            judge_model=judge.judge_model,
+            rubric_version=judge.rubric_version,
+            anchors=anchors,
+        )
+
+    candidates = _joined_completions(lake)
+    fresh = candidates.filter(~pl.col("request_id").is_in(list(judged)))
+    context.log.info(f"{fresh.height} new completions to filter and judge ({len(judged)} judged before)")
+    new_pairs = judge_new(fresh, existing)
+    written = lake.write("distill/pairs", new_pairs, mode="merge", lineage=lineage)
+    regenerated = 0
+
+    for depth in range(1, config.regenerate + 1):
+        pairs = lake.read("distill/pairs")
+        parents = _regeneration_parents(pairs, depth)
+        if parents.is_empty():
+            break
+        requests = _regeneration_requests(lake, parents, teacher)
+        context.log.info(f"regeneration round {depth}: asking again for {len(requests)} rejected pairs")
+        collect_into_lake(context, lake, teacher, requests, lineage, config.batch_size)
+        ids = {r["request_id"] for r in requests}
+        rows = _joined_completions(lake, ids - set(pairs["request_id"]))
+        new = judge_new(rows, pairs)
+        regenerated += new.height
+        written = lake.write("distill/pairs", new, mode="merge", lineage=lineage)
+
+    table = lake.read("distill/pairs")
+    reasons = table.select(pl.col("reject_reasons").explode().alias("reason")).drop_nulls()
+    pass_rate = float(table["passed"].mean()) if table.height else 0.0
+    yield dg.MaterializeResult(
+        asset_key=PAIRS,
+        metadata={
+            **written.metadata(),
+            "dagster/row_count": table.height,
+            "judged_this_run": new_pairs.height + regenerated,
+            "regenerated_this_run": regenerated,
+            "passed": int(table["passed"].sum()),
+            "pass_rate": round(pass_rate, 4),
+            "judge_model": judge.judge_model,
+            "rubric_version": judge.rubric_version,
+            "reject_reasons": counts(reasons, ["reason"]),
+            "pass_by_cell": counts(table.filter(pl.col("passed")), ["domain", "task_type"]),
+            "preview": preview(table, ["request_id", "passed", "reject_reasons", "judge_mean", "regenerated_from"]),
+        },
+    )
+    yield dg.AssetCheckResult(
+        asset_key=PAIRS,
+        check_name="pass_rate",
+        passed=pass_rate >= config.min_pass_rate,
+        metadata={"pass_rate": round(pass_rate, 4), "floor": config.min_pass_rate},
+    )
+
+
+def _chain_depth(pairs: pl.DataFrame) -> dict[str, int]:
+    parent = dict(zip(pairs["request_id"], pairs["regenerated_from"]))
+    depth: dict[str, int] = {}
+    for rid in parent:
+        d, node = 0, rid
+        while parent.get(node) is not None and d < 100:
+            node, d = parent[node], d + 1
+        depth[rid] = d
+    return depth
+
+
+def _regeneration_parents(pairs: pl.DataFrame, depth: int) -> pl.DataFrame:
+    """Rejected pairs at chain depth `depth - 1` that have not been regenerated yet."""
+    depths = _chain_depth(pairs)
+    children = set(pairs["regenerated_from"].drop_nulls())
+    return pairs.filter(
+        ~pl.col("passed")
+        & pl.col("request_id").map_elements(lambda r: depths.get(r, 0) == depth - 1, return_dtype=pl.Boolean)
+        & ~pl.col("request_id").is_in(list(children))
+    )
+
+
+def _regeneration_requests(lake: LakeResource, parents: pl.DataFrame, teacher: TeacherResource) -> list[dict[str, Any]]:
+    """Ask again with the original prompt and what failed, keyed by the rejected request it replaces."""
+    rows = _joined_completions(lake, set(parents["request_id"]))
+    reasons = dict(zip(parents["request_id"], parents["reject_reasons"]))
+    version = templates().version
+    out = []
+    for row in rows.iter_rows(named=True):
+        system_prompt, original = format_messages(row)
+        out.append(
+            {
+                "request_id": request_id(
+                    row["prompt_id"], teacher.model_id, version, teacher.sampling(), f"regen:{row['request_id']}"
+                ),
+                "prompt_id": row["prompt_id"],
+                "template_version": version,
+                "system_prompt": system_prompt,
+                "user_prompt": format_regeneration(original, reasons[row["request_id"]]),
+                "regenerated_from": row["request_id"],
+            }
+        )
+    return out

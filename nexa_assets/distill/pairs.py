@@ -1,0 +1,101 @@
+"""distill/pairs rows: filters with every reason, then the judge gate, for a batch of completions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from nexa_assets.distill.filters import FilterConfig, apply_filters
+from nexa_assets.evaluate.rubric import JudgeVerdict
+
+METRICS: tuple[str, ...] = ("correctness", "methodology", "specificity", "clarity", "hallucination_safety")
+JUDGE_UNPARSABLE = "judge_unparsable"
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Per-metric minimum judge scores (1–5) a pair needs to pass."""
+
+    thresholds: Mapping[str, int] = field(default_factory=lambda: {m: 3 for m in METRICS})
+
+
+PAIR_SCHEMA: dict[str, pl.DataType] = {
+    "request_id": pl.String(),
+    "prompt_id": pl.String(),
+    "domain": pl.String(),
+    "task_type": pl.String(),
+    "passed": pl.Boolean(),
+    "reject_reasons": pl.List(pl.String()),
+    "judge_model": pl.String(),
+    "rubric_version": pl.String(),
+    **{f"score_{m}": pl.Int64() for m in METRICS},
+    "judge_mean": pl.Float64(),
+    "lacking": pl.String(),
+    "judge_error": pl.String(),
+    "regenerated_from": pl.String(),
+}
+
+
+def evaluate_pairs(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    filters: FilterConfig,
+    gate: GateConfig,
+    judge: Callable[[list[dict[str, Any]]], list[JudgeVerdict]],
+    judge_model: str,
+    rubric_version: str,
+    anchors: Sequence[Mapping[str, Any]] = (),
+) -> pl.DataFrame:
+    """Pairs for `rows` (completions joined with their prompt: domain, task_type, instruction, context).
+
+    `anchors` are completions that already passed: a new row copying one of them is a near duplicate.
+    Only rows that pass every filter are judged (an LLM judge costs money); a judge answer that
+    cannot be parsed rejects the pair as `judge_unparsable` and records no score.
+    """
+    all_reasons = apply_filters([*anchors, *rows], filters)[len(anchors):]
+    to_judge = [i for i, reasons in enumerate(all_reasons) if not reasons]
+    verdicts = judge(
+        [
+            {
+                "task_type": rows[i]["task_type"],
+                "instruction": rows[i]["instruction"],
+                "context": rows[i].get("context"),
+                "answer": rows[i]["completion"],
+                "finish_reason": rows[i].get("finish_reason"),
+            }
+            for i in to_judge
+        ]
+    ) if to_judge else []
+    by_row: dict[int, JudgeVerdict] = dict(zip(to_judge, verdicts))
+    out = []
+    for i, row in enumerate(rows):
+        reasons = list(all_reasons[i])
+        verdict = by_row.get(i)
+        scores: dict[str, int] = {}
+        if verdict is not None:
+            if verdict.scores is None:
+                reasons.append(JUDGE_UNPARSABLE if (verdict.error or "").startswith(JUDGE_UNPARSABLE) else "judge_error")
+            else:
+                scores = verdict.scores
+                reasons += [f"judge_low_{m}" for m, t in gate.thresholds.items() if scores.get(m, 0) < t]
+        out.append(
+            {
+                "request_id": row["request_id"],
+                "prompt_id": row["prompt_id"],
+                "domain": row["domain"],
+                "task_type": row["task_type"],
+                "passed": not reasons,
+                "reject_reasons": reasons,
+                "judge_model": judge_model if verdict is not None else None,
+                "rubric_version": rubric_version if verdict is not None else None,
+                **{f"score_{m}": scores.get(m) for m in METRICS},
+                "judge_mean": sum(scores.values()) / len(scores) if scores else None,
+                "lacking": "; ".join(f"{m}: {v}" for m, v in verdict.lacking.items()) if verdict else None,
+                "judge_error": verdict.error if verdict is not None else None,
+                "regenerated_from": row.get("regenerated_from"),
+            }
+        )
+    return pl.DataFrame(out, schema=PAIR_SCHEMA)

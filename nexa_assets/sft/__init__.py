@@ -1,0 +1,1 @@
+"""The SFT layer: passing pairs packaged as TRL-ready chat rows, deduplicated and decontaminated."""

@@ -1,0 +1,143 @@
+"""Teacher and LLM-judge endpoints: any OpenAI-compatible server, or the local default model.
+
+With no base URL configured, the first request starts `transformers serve` with SmolLM2-135M-Instruct
+on a free port of 127.0.0.1; the server stops when the run ends. API keys come only from environment
+variables (Dagster `EnvVar`), are never logged and never written anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from nexa_resources.llm_client import ChatClient, RetryPolicy, SamplingParams
+from nexa_resources.local_model import LOCAL_MODEL_NAME, LocalModelServer, ensure_local_model
+
+LOCAL_MODEL_ID = f"local/{LOCAL_MODEL_NAME}"
+# USD per 1M (input, output) tokens for well-known hosted models; extend with the `prices` field.
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+}
+
+
+class Endpoint(dg.ConfigurableResource):
+    """Shared settings of an OpenAI-compatible endpoint (teacher or judge)."""
+
+    base_url: str = Field(default="", description="OpenAI-compatible base URL; empty starts the local model.")
+    model: str = Field(default="", description="Model name sent to the endpoint (ignored for the local model).")
+    api_key: str | None = Field(default=None, description="API key; set it with dagster.EnvVar, never inline.")
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = Field(default=384, gt=0)
+    seed: int | None = None
+    max_concurrency: int = Field(default=16, gt=0)
+    requests_per_minute: float = Field(default=0, ge=0, description="0 = unlimited")
+    tokens_per_minute: float = Field(default=0, ge=0, description="0 = unlimited")
+    timeout_s: float = Field(default=180.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    prices: dict[str, list[float]] = Field(
+        default_factory=dict, description="USD per 1M [input, output] tokens by model id (0 when absent)."
+    )
+
+    _server: LocalModelServer | None = PrivateAttr(default=None)
+
+    @property
+    def is_local(self) -> bool:
+        return not self.base_url
+
+    @property
+    def model_id(self) -> str:
+        """The stable name recorded in tables and hashed into request ids."""
+        if self.is_local:
+            return LOCAL_MODEL_ID
+        if not self.model:
+            raise ValueError(f"{type(self).__name__}: a base_url needs a model name too")
+        return self.model
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_p, self.max_tokens, self.seed)
+
+    def price(self) -> tuple[float, float] | None:
+        if self.is_local:
+            return None
+        if self.model in self.prices:
+            values = self.prices[self.model]
+            return (float(values[0]), float(values[1]))
+        return DEFAULT_PRICES.get(self.model)
+
+    def describe(self) -> dict[str, Any]:
+        """What to show in metadata and logs: never the key."""
+        return {
+            "model_id": self.model_id,
+            "endpoint": "local (transformers serve, 127.0.0.1)" if self.is_local else self.base_url,
+            "max_concurrency": self.max_concurrency,
+            "sampling": self.sampling().as_request(),
+        }
+
+    def client(self, log: Any = None) -> ChatClient:
+        """A ChatClient for this endpoint, starting the local model server first when needed."""
+        base_url, request_model = self.base_url, self.model
+        if self.is_local:
+            if self._server is None:
+                if log is not None:
+                    log.info(f"starting the local model {LOCAL_MODEL_NAME} (transformers serve on 127.0.0.1)")
+                self._server = LocalModelServer(ensure_local_model()).start()
+                if log is not None:
+                    log.info(f"local model ready at {self._server.base_url}")
+            base_url, request_model = self._server.base_url, self._server.model_name
+        api_key = self.api_key.get_value() if isinstance(self.api_key, dg.EnvVar) else self.api_key
+        return ChatClient(
+            base_url=base_url,
+            model=request_model,
+            api_key=api_key,
+            timeout_s=self.timeout_s,
+            max_concurrency=self.max_concurrency,
+            requests_per_minute=self.requests_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
+            retry=RetryPolicy(max_retries=self.max_retries, backoff_base_s=self.backoff_base_s),
+        )
+
+    def close(self) -> None:
+        """Stop the local model server if this resource started one."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
+
+
+class TeacherResource(Endpoint):
+    """The teacher that answers prompts (OpenAI, vLLM, any OpenAI-compatible server, or local)."""
+
+    max_error_rate: float = Field(
+        default=0.2, ge=0, le=1, description="Fail the run when more than this share of sent requests fail."
+    )
+
+    @classmethod
+    def from_env(cls) -> TeacherResource:
+        """NEXA_TEACHER_BASE_URL, NEXA_TEACHER_MODEL, NEXA_TEACHER_API_KEY (else OPENAI_API_KEY)."""
+        return cls(**_endpoint_env("NEXA_TEACHER"))
+
+
+def _endpoint_env(prefix: str) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "base_url": os.environ.get(f"{prefix}_BASE_URL", ""),
+        "model": os.environ.get(f"{prefix}_MODEL", ""),
+    }
+    for var in (f"{prefix}_API_KEY", "OPENAI_API_KEY"):
+        if os.environ.get(var):
+            settings["api_key"] = dg.EnvVar(var)
+            break
+    if os.environ.get(f"{prefix}_MAX_CONCURRENCY"):
+        settings["max_concurrency"] = int(os.environ[f"{prefix}_MAX_CONCURRENCY"])
+    if os.environ.get(f"{prefix}_MAX_TOKENS"):
+        settings["max_tokens"] = int(os.environ[f"{prefix}_MAX_TOKENS"])
+    return settings
