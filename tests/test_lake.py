@@ -135,7 +135,7 @@ def test_partitioned_write_round_trips(lake, tmp_path):
 
 
 def test_write_result_metadata():
-    result = WriteResult("raw/prompts", WriteMode.MERGE, 3, rows_in=10, inserted=4, updated=6)
+    result = WriteResult("raw/prompts", WriteMode.MERGE, 3, rows_in=10, inserted=4, updated=6, deleted=1)
     assert result.metadata() == {
         "table": "raw/prompts",
         "delta_version": 3,
@@ -143,7 +143,19 @@ def test_write_result_metadata():
         "rows_in": 10,
         "rows_inserted": 4,
         "rows_updated": 6,
+        "rows_deleted": 1,
     }
+
+
+def test_merge_can_delete_rows_missing_from_the_source(lake):
+    lake.write("sft/examples", pl.DataFrame({"example_id": ["a", "b", "c"], "v": [1, 2, 3]}), mode="merge",
+               lineage=Lineage("r1"))
+    result = lake.write("sft/examples", pl.DataFrame({"example_id": ["b", "c", "d"], "v": [2, 3, 4]}),
+                        mode="merge", lineage=Lineage("r2"), update_matched=False, delete_unmatched=True)
+    assert (result.inserted, result.updated, result.deleted) == (1, 0, 1)
+    table = lake.read("sft/examples").sort("example_id")
+    assert table["example_id"].to_list() == ["b", "c", "d"]
+    assert table["run_id"].to_list() == ["r1", "r1", "r2"]  # unchanged rows keep their lineage
 
 
 def test_bad_write_mode(lake):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +36,16 @@ class SftConfig:
     near_duplicate_threshold: float = 0.85
 
 
+_WORD = re.compile(r"\w+")
+
+
+def _words(text: str | None) -> list[str]:
+    """Normalized words without punctuation, so "week?" and "week," both read as "week"."""
+    return _WORD.findall(normalize(text))
+
+
 def ngrams(text: str | None, n: int) -> set[tuple[str, ...]]:
-    words = normalize(text).split()
+    words = _words(text)
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
@@ -52,14 +61,14 @@ class EvalIndex:
     def build(cls, eval_prompts: Iterable[dict[str, Any]], n: int) -> EvalIndex:
         instructions, grams = set(), set()
         for row in eval_prompts:
-            instructions.add(normalize(row["instruction"]))
+            instructions.add(" ".join(_words(row["instruction"])))
             grams |= ngrams(row["instruction"], n)
             grams |= ngrams(row.get("context"), n)
         return cls(frozenset(instructions), frozenset(grams), n)
 
     def contaminated(self, instruction: str, *texts: str | None) -> str | None:
         """Why a training row overlaps an eval prompt, or None."""
-        if normalize(instruction) in self.instructions:
+        if " ".join(_words(instruction)) in self.instructions:
             return "instruction equals an eval prompt"
         for text in (instruction, *texts):
             if ngrams(text, self.n) & self.grams:
