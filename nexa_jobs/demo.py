@@ -1,47 +1,87 @@
-"""`make demo`: materialize the pipeline on the embedded defaults and print what it built."""
+"""`make demo`: run the pipeline on the embedded defaults (local lake, local teacher) and print a summary."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import polars as pl
 
-from nexa_jobs.cli import materialize
 from nexa_resources.lake import LakeResource
+
+# Sized for a 2-core laptop: the local 135M teacher writes ~10 tokens/s on CPU.
+DEMO_ENV = {"NEXA_TEACHER_MAX_TOKENS": "192", "NEXA_TEACHER_MAX_CONCURRENCY": "8"}
+DEMO_RUN_CONFIG = {
+    "ops": {
+        "distill__completions": {"config": {"per_cell": 2}},
+        "distill__pairs": {"config": {"regenerate": 1}},
+    }
+}
+
+
+def _table(df: pl.DataFrame) -> str:
+    with pl.Config(tbl_rows=100, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, fmt_str_lengths=60):
+        return str(df)
 
 
 def summary(lake: LakeResource) -> str:
-    """A printable summary of the lake: tables, prompt cells and rejects."""
+    """A printable summary of the lake: tables, prompt cells, teacher spend, pass/reject reasons, SFT rows."""
     lines = [f"Lake at {lake.root_uri()}", ""]
     rows = []
     for spec in lake.tables():
         dt = lake.delta_table(spec.path)
         rows.append({"table": spec.sql_name, "delta_version": dt.version(), "rows": dt.count()})
-    with pl.Config(tbl_rows=100, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
-        lines.append(str(pl.DataFrame(rows)))
-        if lake.exists("raw/prompts"):
-            con = lake.connect()
-            cells = con.sql(
-                "SELECT domain, task_type, count(*) FILTER (split = 'train') AS train, "
-                "count(*) FILTER (split = 'eval') AS eval FROM raw.prompts GROUP BY ALL ORDER BY ALL"
-            ).pl()
-            lines += ["", "raw.prompts by cell:", str(cells)]
-            if lake.exists("raw/rejects"):
-                rejects = con.sql("SELECT reason_code, count(*) AS n FROM raw.rejects GROUP BY ALL ORDER BY n DESC").pl()
-                if rejects.height:
-                    lines += ["", "raw.rejects by reason:", str(rejects)]
+    lines.append(_table(pl.DataFrame(rows)))
+    con = lake.connect()
+    queries = {
+        "raw/prompts": (
+            "raw.prompts by cell",
+            "SELECT domain, task_type, count(*) FILTER (split = 'train') AS train, "
+            "count(*) FILTER (split = 'eval') AS eval FROM raw.prompts GROUP BY ALL ORDER BY ALL",
+        ),
+        "raw/rejects": (
+            "raw.rejects by reason",
+            "SELECT reason_code, count(*) AS n FROM raw.rejects GROUP BY ALL ORDER BY n DESC",
+        ),
+        "distill/completions": (
+            "distill.completions (teacher spend)",
+            "SELECT teacher_model, count(*) AS requests, count(error) AS errors, sum(prompt_tokens) AS prompt_tokens, "
+            "sum(completion_tokens) AS completion_tokens, round(avg(latency_ms)) AS avg_latency_ms, "
+            "round(sum(cost_usd), 4) AS cost_usd FROM distill.completions GROUP BY ALL",
+        ),
+        "distill/pairs": (
+            "distill.pairs: passed, and reject reasons",
+            "SELECT coalesce(reason, 'passed') AS outcome, count(*) AS n FROM "
+            "(SELECT unnest(CASE WHEN passed THEN [NULL] ELSE reject_reasons END) AS reason FROM distill.pairs) "
+            "GROUP BY ALL ORDER BY n DESC",
+        ),
+        "sft/examples": (
+            "sft.examples by split",
+            "SELECT split, count(*) AS examples, round(avg(length(completion))) AS avg_chars "
+            "FROM sft.examples GROUP BY ALL ORDER BY split",
+        ),
+    }
+    for table, (title, query) in queries.items():
+        if lake.exists(table):
+            result = con.sql(query).pl()
+            if result.height:
+                lines += ["", f"{title}:", _table(result)]
     lines += [
         "",
         "Next:",
-        '  nexa sql "SELECT domain, task_type, split, count(*) FROM raw.prompts GROUP BY ALL"',
-        "  dagster dev -w workspace.yaml     # the asset graph in the Dagster UI",
+        '  .venv/bin/nexa sql "SELECT * FROM distill.pairs LIMIT 5"',
+        "  .venv/bin/dagster dev -w workspace.yaml     # the asset graph in the Dagster UI",
     ]
     return "\n".join(lines)
 
 
 def main() -> int:
+    for key, value in DEMO_ENV.items():
+        os.environ.setdefault(key, value)
+    from nexa_jobs.cli import materialize
+
     started = time.monotonic()
-    result = materialize("*")
+    result = materialize("*", DEMO_RUN_CONFIG)
     if not result.success:
         print(f"demo run {result.run_id} failed; see the log above")
         return 1

@@ -46,6 +46,9 @@ class CompletionsConfig(dg.Config):
 
     round: int = Field(default=0, description="Feedback round (lineage).")
     max_prompts: int | None = Field(default=None, description="Answer at most this many train prompts (by id).")
+    per_cell: int | None = Field(
+        default=None, description="Answer at most this many train prompts per (domain, task_type) cell."
+    )
     batch_size: int = Field(default=32, gt=0, description="Rows merged into the lake per batch while collecting.")
     domains: list[str] | None = Field(default=None, description="Only these domains (all when unset).")
 
@@ -124,6 +127,8 @@ def distill_completions(
     prompts = lake.read("raw/prompts").filter(pl.col("split") == "train").sort("prompt_id")
     if config.domains:
         prompts = prompts.filter(pl.col("domain").is_in(config.domains))
+    if config.per_cell is not None:
+        prompts = prompts.filter(pl.int_range(pl.len()).over("domain", "task_type") < config.per_cell)
     if config.max_prompts is not None:
         prompts = prompts.head(config.max_prompts)
     requests = teacher_requests(prompts, teacher)
