@@ -29,7 +29,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import Field
 
-from nexa_resources.tables import LINEAGE_COLUMNS, TABLES, TableSpec, table_spec
+from nexa_resources.tables import TABLES, TableSpec, table_spec
 
 DEFAULT_ROOT = "data_lake"
 ROOT_ENV = "NEXA_LAKE_ROOT"

@@ -20,6 +20,7 @@ from collections.abc import Iterator  # noqa: E402
 import pytest  # noqa: E402
 
 from nexa_resources.lake import LakeResource  # noqa: E402
+from nexa_resources.scripted_server import ScriptedServer  # noqa: E402
 
 # moto runs in a child process: delta-rs holds the GIL while it does HTTP, so a moto server thread in
 # the pytest process itself would never get to answer and the write would deadlock.
@@ -107,3 +108,17 @@ def s3_env(moto_s3, monkeypatch) -> str:
 def s3_lake(s3_env) -> LakeResource:
     """A lake under s3://<fresh bucket>/lake on moto."""
     return LakeResource(root=f"s3://{s3_env}/lake")
+
+
+@pytest.fixture(scope="session")
+def scripted_server() -> Iterator[ScriptedServer]:
+    """One scripted OpenAI-compatible server process for the whole session."""
+    with ScriptedServer() as server:
+        yield server
+
+
+@pytest.fixture()
+def srv(scripted_server: ScriptedServer) -> ScriptedServer:
+    """The shared scripted server with default config, empty stats and fresh attempt counters."""
+    scripted_server.reset()
+    return scripted_server

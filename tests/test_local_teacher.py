@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 
 import dagster as dg
-import polars as pl
 import pytest
 
 from nexa_assets.distill.assets import distill_completions

@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 import urllib.request
-from collections.abc import Iterator
 
 import openai
 import pytest
@@ -14,20 +13,6 @@ import pytest
 from nexa_resources.scripted_server import ScriptedServer, fingerprint
 
 MODEL = "teacher-test"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ScriptedServer]:
-    """One server process for the module."""
-    with ScriptedServer() as s:
-        yield s
-
-
-@pytest.fixture()
-def srv(server: ScriptedServer) -> ScriptedServer:
-    """The shared server with default config and empty stats."""
-    server.reset()
-    return server
 
 
 def _client(s: ScriptedServer, timeout: float = 10.0) -> openai.OpenAI:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,19 +14,6 @@ MODEL = "scripted-teacher"
 KEY = "sk-client-test-KEY-7731"
 PARAMS = SamplingParams(max_tokens=256)
 ALL_FAULTS = ["429", "500", "timeout", "malformed", "drop"]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ScriptedServer]:
-    with ScriptedServer() as s:
-        yield s
-
-
-@pytest.fixture()
-def srv(server: ScriptedServer) -> ScriptedServer:
-    """The shared server with default config, empty stats and fresh per-fingerprint attempt counters."""
-    server.reset()
-    return server
 
 
 def client(srv: ScriptedServer, *, base_url: str | None = None, **kw) -> ChatClient:
