@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 LINEAGE_COLUMNS: tuple[str, ...] = ("run_id", "round", "created_at")
 
+
 @dataclass(frozen=True)
 class TableSpec:
     """A Delta table at `<lake_root>/<layer>/<name>`, seen by DuckDB as `<layer>.<name>`."""
