@@ -86,6 +86,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def _detach_but_die_with_parent() -> None:
+    """Own process group (so stop() can signal the whole server), and SIGTERM when the owner dies,
+    even by SIGKILL, so a crashed run never leaves a model server behind (Linux prctl)."""
+    os.setsid()
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class LocalModelServer:
     """`transformers serve` for one model folder on 127.0.0.1, started and stopped by its owner."""
 
@@ -134,7 +144,7 @@ class LocalModelServer:
         log = open(self.log_path, "wb")
         try:
             self._proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_detach_but_die_with_parent
             )
         except OSError as exc:
             raise LocalModelError(f"could not start `transformers serve`: {exc}") from None
