@@ -56,11 +56,17 @@ async def collect(
     price: tuple[float, float] | None,
     on_batch: Callable[[list[dict[str, Any]]], None],
     batch_size: int = 32,
+    flush_every_s: float = 10.0,
+    min_merge_interval_s: float = 1.0,
     log: Callable[[str], None] | None = None,
     log_every_s: float = 10.0,
     progress: bool = True,
 ) -> CollectStats:
-    """Send every request and hand finished rows to `on_batch` in batches (a crash loses one batch at most).
+    """Send every request and hand finished rows to `on_batch` as they finish.
+
+    Rows are handed on once `batch_size` have finished (at most one merge per `min_merge_interval_s`)
+    or `flush_every_s` has passed, one merge at a time: a crash loses only the rows of the last second
+    or batch, and a re-run sends just those.
 
     Each request dict carries request_id, prompt_id, template_version, system_prompt, user_prompt and
     regenerated_from; each row handed on adds the answer, usage, latency, cost, attempts and error.
@@ -69,24 +75,34 @@ async def collect(
     by_id = {r["request_id"]: r for r in requests}
     items = [(r["request_id"], messages(r["system_prompt"], r["user_prompt"])) for r in requests]
     pending: list[dict[str, Any]] = []
-    last_log = time.monotonic()
+    merging: asyncio.Task[None] | None = None
+    last_log = last_merge = time.monotonic()
     bar = tqdm(total=len(requests), desc=f"teacher {model_id}", unit="req", disable=not progress, mininterval=1.0)
 
-    async def flush() -> None:
-        if pending:
+    def merge_if_due(force: bool = False) -> None:
+        # One merge at a time, off the event loop; rows finishing meanwhile pile up and go in the next
+        # one. A merge scans the target table, so fewer, larger merges keep up with any request rate.
+        nonlocal merging, last_merge
+        if merging is not None:
+            if not merging.done():
+                return
+            merging.result()  # surface a failed merge
+            merging = None
+        since = time.monotonic() - last_merge
+        due = (len(pending) >= batch_size and since >= min_merge_interval_s) or since >= flush_every_s
+        if pending and (force or due):
             batch = pending.copy()
             pending.clear()
-            # delta-rs work happens off the event loop so in-flight requests keep going.
-            await asyncio.to_thread(on_batch, batch)
+            last_merge = time.monotonic()
+            merging = asyncio.create_task(asyncio.to_thread(on_batch, batch))
 
     try:
         async for key, result in client.stream(items, params):
             completion, error = parse_answer(result)
             cost = cost_usd(result.prompt_tokens, result.completion_tokens, price)
-            request = by_id[key]
             pending.append(
                 {
-                    **request,
+                    **by_id[key],
                     "teacher_model": model_id,
                     "completion": completion,
                     "finish_reason": result.finish_reason,
@@ -106,12 +122,16 @@ async def collect(
                 stats.errors += 1
                 stats.error_kinds[error.split(":")[0]] += 1
             bar.update(1)
-            if len(pending) >= batch_size:
-                await flush()
+            merge_if_due()
             if log is not None and time.monotonic() - last_log >= log_every_s:
                 log(stats.line())
                 last_log = time.monotonic()
-        await flush()
+        if merging is not None:
+            await merging
+            merging = None
+        merge_if_due(force=True)
+        if merging is not None:
+            await merging
     finally:
         bar.close()
         await client.aclose()
