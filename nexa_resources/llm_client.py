@@ -105,18 +105,21 @@ class RateLimiter:
 class _Bucket:
     per_minute: float
     level: float = field(init=False)
+    capacity: float = field(init=False)
     updated: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
-        self.level = self.per_minute
+        # A burst of at most 6 s of budget: providers enforce limits over windows shorter than a minute.
+        self.capacity = max(1.0, self.per_minute / 10)
+        self.level = self.capacity
 
     async def take(self, amount: float) -> None:
-        amount = min(amount, self.per_minute)  # a request larger than the whole budget still goes
+        amount = min(amount, self.capacity)  # a request larger than the burst still goes, at the full rate
         async with self.lock:
             while True:
                 now = time.monotonic()
-                self.level = min(self.per_minute, self.level + (now - self.updated) * self.per_minute / 60)
+                self.level = min(self.capacity, self.level + (now - self.updated) * self.per_minute / 60)
                 self.updated = now
                 if self.level >= amount:
                     self.level -= amount

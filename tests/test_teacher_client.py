@@ -135,12 +135,12 @@ def test_stream_mixed_faults_yields_each_request_exactly_once(srv):
 
 
 def test_requests_per_minute_paces_requests(srv):
-    """600/min is 10 requests per second once the bucket's one-minute burst allowance is spent."""
+    """600/min is 10 requests per second once the bucket's burst (6 s of budget: 60 requests) is spent."""
     c = client(srv, requests_per_minute=600)
 
     async def go() -> float:
         try:
-            for _ in range(600):  # spend the initial burst without sending anything
+            for _ in range(60):  # spend the initial burst without sending anything
                 await c._limiter.acquire(0)
             started = time.monotonic()
             await asyncio.gather(*(c.complete(msgs(f"paced {i}"), PARAMS) for i in range(12)))
@@ -153,10 +153,25 @@ def test_requests_per_minute_paces_requests(srv):
     assert srv.stats()["requests"] == 12
 
 
+def test_rate_limiter_burst_is_six_seconds_of_budget():
+    async def go() -> tuple[float, float]:
+        limiter = RateLimiter(requests_per_minute=600)
+        started = time.monotonic()
+        for _ in range(60):
+            await limiter.acquire(0)
+        burst = time.monotonic() - started
+        for _ in range(5):
+            await limiter.acquire(0)
+        return burst, time.monotonic() - started - burst
+
+    burst, paced = asyncio.run(go())
+    assert burst < 0.2 and paced >= 0.4  # 60 at once, then 10 per second
+
+
 def test_rate_limiter_tokens_per_minute():
     async def go() -> float:
         limiter = RateLimiter(tokens_per_minute=6000)  # 100 tokens per second
-        await limiter.acquire(6000)
+        await limiter.acquire(600)  # the whole burst
         started = time.monotonic()
         await limiter.acquire(50)
         return time.monotonic() - started
