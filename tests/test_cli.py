@@ -119,3 +119,28 @@ def test_same_commands_against_s3_configured_only_by_env(s3_env, tmp_path):
     out = run(["sql", "SELECT origin, count(*) AS n FROM raw.prompts GROUP BY ALL", "--format", "json"], env, tmp_path)
     assert {r["origin"]: r["n"] for r in json.loads(out.stdout)}["file"] == 5
     assert not (tmp_path / "data_lake").exists()
+
+
+def test_teacher_endpoint_from_env_vars_only(srv, tmp_path):
+    """Another OpenAI-compatible server, configured by the README's env vars, with no code change."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXA_")}
+    env.update(
+        NEXA_INPUT_URI=str(tmp_path / "none"),
+        NEXA_TEACHER_BASE_URL=srv.base_url,
+        NEXA_TEACHER_MODEL="other-teacher",
+        NEXA_TEACHER_API_KEY="sk-cli-env-key",
+    )
+    config = tmp_path / "run.yaml"
+    config.write_text("ops:\n  distill__completions:\n    config:\n      per_cell: 1\n")
+    out = run(["materialize", "--select", "group:raw or group:distill or group:sft", "--config", str(config)], env, tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    stats = srv.stats()
+    assert stats["requests"] >= 8 and "Bearer sk-cli-env-key" in stats["auth_headers"]
+    rows = json.loads(
+        run(["sql", "SELECT teacher_model, count(*) AS n, min(completion_tokens) AS t FROM distill.completions "
+             "WHERE regenerated_from IS NULL GROUP BY ALL", "--format", "json"], env, tmp_path).stdout
+    )
+    assert rows == [{"teacher_model": "other-teacher", "n": 8, "t": rows[0]["t"]}] and rows[0]["t"] > 0
+    assert "sk-cli-env-key" not in out.stdout + out.stderr
+    again = run(["materialize", "--select", "key:distill/completions", "--config", str(config)], env, tmp_path)
+    assert "8 already answered (cache), 0 to send" in again.stderr
