@@ -10,11 +10,25 @@ import polars as pl
 from nexa_resources.lake import LakeResource
 
 # Sized for a 2-core laptop: the local 135M teacher writes ~10 tokens/s on CPU.
-DEMO_ENV = {"NEXA_TEACHER_MAX_TOKENS": "192", "NEXA_TEACHER_MAX_CONCURRENCY": "8"}
+DEMO_ENV = {"NEXA_TEACHER_MAX_TOKENS": "256", "NEXA_TEACHER_MAX_CONCURRENCY": "8"}
+# SmolLM2-135M is a stand-in that lets the whole loop run offline; it cannot write the structured
+# answers the default gate demands (measured: 0 of 16 pass), so the demo waives the structure and
+# length checks and the judge thresholds, keeping refusal, citation, emptiness and duplicate checks.
+# With a real teacher (NEXA_TEACHER_BASE_URL), run with the defaults.
+DEMO_WAIVED = [
+    "truncated", "too_short", "too_few_tokens", "missing_hypotheses", "hypothesis_without_outcome",
+    "too_few_steps", "missing_control", "missing_readout",
+]
 DEMO_RUN_CONFIG = {
     "ops": {
         "distill__completions": {"config": {"per_cell": 2}},
-        "distill__pairs": {"config": {"regenerate": 1}},
+        "distill__pairs": {
+            "config": {
+                "regenerate": 0,
+                "waive_reasons": DEMO_WAIVED,
+                "thresholds": {m: 1 for m in ("correctness", "methodology", "specificity", "clarity", "hallucination_safety")},
+            }
+        },
     }
 }
 

@@ -339,3 +339,13 @@ def test_config_rejects_impossible_bounds():
         FilterConfig(min_hypotheses=4, max_hypotheses=3)
     with pytest.raises(ValueError, match="near_duplicate_threshold"):
         FilterConfig(near_duplicate_threshold=1.5)
+
+
+def test_waived_reasons_do_not_reject_and_unknown_ones_are_refused():
+    truncated_prose = "Ice may be slippery because a thin liquid layer forms at its surface under pressure " * 3
+    strict = check_completion(truncated_prose, "hypothesis", "length", 60, FilterConfig())
+    assert "truncated" in strict and "missing_hypotheses" in strict
+    waived = FilterConfig(waive=frozenset({"truncated", "missing_hypotheses", "hypothesis_without_outcome"}))
+    assert check_completion(truncated_prose, "hypothesis", "length", 60, waived) == []
+    with pytest.raises(ValueError, match="valid values are too_short"):
+        FilterConfig(waive=frozenset({"boring"}))

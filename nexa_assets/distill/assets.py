@@ -184,6 +184,9 @@ class PairsConfig(dg.Config):
     min_tokens: int = 30
     max_tokens: int = 1500
     near_duplicate_threshold: float = 0.85
+    waive_reasons: list[str] = Field(
+        default_factory=list, description="Filter reasons that do not reject (recorded in the metadata)."
+    )
     thresholds: dict[str, int] = Field(
         default_factory=lambda: {m: 3 for m in METRICS}, description="Minimum judge score per metric (1–5)."
     )
@@ -197,6 +200,7 @@ class PairsConfig(dg.Config):
             min_tokens=self.min_tokens,
             max_tokens=self.max_tokens,
             near_duplicate_threshold=self.near_duplicate_threshold,
+            waive=frozenset(self.waive_reasons),
         )
 
     def gate(self) -> GateConfig:
@@ -287,6 +291,8 @@ def distill_pairs(
             "pass_rate": round(pass_rate, 4),
             "judge_model": judge.judge_model,
             "rubric_version": judge.rubric_version,
+            "waived_reasons": dg.MetadataValue.json(sorted(config.waive_reasons)),
+            "thresholds": dg.MetadataValue.json(gate.thresholds),
             "reject_reasons": counts(reasons, ["reason"]),
             "pass_by_cell": counts(table.filter(pl.col("passed")), ["domain", "task_type"]),
             "preview": preview(table, ["request_id", "passed", "reject_reasons", "judge_mean", "regenerated_from"]),

@@ -42,8 +42,13 @@ class FilterConfig:
     min_hypotheses: int = 2
     max_hypotheses: int = 3
     min_steps: int = 3
+    # Reason codes that do not reject (e.g. structure checks a tiny stand-in teacher cannot meet).
+    waive: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        unknown = set(self.waive) - set(REASON_CODES)
+        if unknown:
+            raise ValueError(f"cannot waive unknown reasons {sorted(unknown)}: valid values are {', '.join(REASON_CODES)}")
         for low, high in (
             ("min_chars", "max_chars"),
             ("min_tokens", "max_tokens"),
@@ -349,7 +354,7 @@ def check_completion(
     text = (completion or "").strip()
     if not text:
         reasons.append("empty")
-        if finish_reason == "length":
+        if finish_reason == "length" and "truncated" not in config.waive:
             reasons.append("truncated")
         return reasons
     if len(text) < config.min_chars:
@@ -380,7 +385,7 @@ def check_completion(
             reasons.append("missing_control")
         if not has_readout(text):
             reasons.append("missing_readout")
-    return reasons
+    return [r for r in reasons if r not in config.waive]
 
 
 # --- near duplicates across a batch -------------------------------------------------------------------
