@@ -40,7 +40,7 @@ test: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest
 
 bench: setup
-	$(PY) bench/lake.py; $(PY) bench/teacher.py
+	$(PY) bench/lake.py; $(PY) bench/teacher.py; $(PY) bench/train.py
 
 clean-lake:
 	rm -rf data_lake/*/

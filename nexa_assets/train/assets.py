@@ -1,0 +1,161 @@
+"""train/checkpoints: train a student on an exact sft/examples version, wherever `compute` runs it."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from nexa_assets.train.config import TrainConfig
+from nexa_assets.train.local import TrainingCompute
+from nexa_assets.train.presets import DEFAULT_PRESET, PRESETS
+from nexa_assets.train.register import artifact_uri, checkpoint_id, checkpoint_row
+from nexa_assets.train.report import loss_plot_markdown
+from nexa_resources.lake import LakeResource, Lineage
+
+CHECKPOINTS = dg.AssetKey(["train", "checkpoints"])
+EXAMPLES = dg.AssetKey(["sft", "examples"])
+
+
+class CheckpointConfig(dg.Config):
+    """What to train (the student preset and its hyperparameters) and on which SFT version."""
+
+    preset: str = Field(default=DEFAULT_PRESET, description=f"Student preset: {', '.join(PRESETS)}.")
+    max_steps: int = Field(default=-1, description="Optimizer steps; > 0 overrides epochs.")
+    epochs: float = Field(default=2.0, gt=0, description="Passes over the train split (when max_steps <= 0).")
+    learning_rate: float | None = Field(default=None, gt=0, description="Peak learning rate (preset default).")
+    batch_size: int = Field(default=8, gt=0)
+    grad_accum: int = Field(default=1, gt=0, description="Gradient accumulation steps.")
+    max_seq_len: int = Field(default=512, gt=0, description="Longer rows are cut from the end.")
+    lora: bool | None = Field(default=None, description="LoRA instead of a full fine-tune (preset default).")
+    lora_r: int = Field(default=16, gt=0)
+    lora_alpha: int = Field(default=32, gt=0)
+    bf16: bool | None = Field(default=None, description="bf16 autocast (preset default).")
+    seed: int = 0
+    save_steps: int = Field(default=50, gt=0, description="Checkpoint every this many steps (resumable).")
+    sft_version: int | None = Field(default=None, ge=0, description="sft/examples version to train on (latest).")
+    backend: str | None = Field(
+        default=None, description="Expected compute backend (local | skypilot): fail fast if `compute` differs."
+    )
+    output_uri: str | None = Field(
+        default=None, description="Where the checkpoint goes (default <lake root>/train/artifacts/<checkpoint_id>)."
+    )
+    round: int = Field(default=0, description="Feedback round (lineage).")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            preset=self.preset,
+            lora=self.lora,
+            lora_r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            learning_rate=self.learning_rate,
+            epochs=self.epochs,
+            max_steps=self.max_steps,
+            batch_size=self.batch_size,
+            grad_accum=self.grad_accum,
+            max_seq_len=self.max_seq_len,
+            seed=self.seed,
+            save_steps=self.save_steps,
+            bf16=self.bf16,
+        )
+
+
+def _metadata(result: dict[str, Any], uri: str, checkpoint: str) -> dict[str, Any]:
+    uri_value = dg.MetadataValue.url(uri) if "://" in uri else dg.MetadataValue.path(uri)
+    title = f"{result.get('preset')} on sft/examples v{result.get('sft_version')}"
+    return {
+        "checkpoint_id": checkpoint,
+        "checkpoint_uri": uri_value,
+        "sft_version": int(result["sft_version"]),
+        "sft_rows": result.get("rows"),
+        "preset": result.get("preset"),
+        "base_model": result.get("base_model"),
+        "backend": result.get("backend"),
+        "cloud": str(result.get("cloud")),
+        "region": str(result.get("region")),
+        "accelerator": str(result.get("accelerator")),
+        "price_per_hour": float(result.get("price_per_hour") or 0.0),
+        "cost_usd": float(result.get("cost_usd") or 0.0),
+        "tokens_per_s": float(result.get("tokens_per_s") or 0.0),
+        "tokens": int(result.get("tokens") or 0),
+        "steps": int(result.get("steps") or 0),
+        "wall_s": float(result.get("wall_s") or 0.0),
+        "train_loss": float(result["train_loss"]) if result.get("train_loss") is not None else None,
+        "val_loss": float(result["val_loss"]) if result.get("val_loss") is not None else None,
+        "resumed_from_step": result.get("resumed_from_step"),
+        "loss_curve": dg.MetadataValue.md(
+            loss_plot_markdown(result.get("loss_curve") or [], result.get("val_loss"), title)
+        ),
+        "config": dg.MetadataValue.json(result.get("config") or {}),
+    }
+
+
+@dg.asset(
+    key=CHECKPOINTS,
+    deps=[EXAMPLES],
+    group_name="train",
+    kinds={"pytorch", "deltalake"},
+    description="A student trained on one exact sft/examples version (TRL SFTTrainer, completion-only loss) "
+    "by the `compute` resource (local subprocess or SkyPilot GPU), registered with its SFT version, config, "
+    "where it ran, price, cost, tokens/s and losses.",
+    check_specs=[dg.AssetCheckSpec("loss_fell", asset=CHECKPOINTS, description="Final train loss below the first.")],
+)
+def train_checkpoints(
+    context: dg.AssetExecutionContext,
+    config: CheckpointConfig,
+    lake: LakeResource,
+    compute: dg.ResourceParam[TrainingCompute],
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Train on the current (or configured) sft/examples version and merge the checkpoint's row."""
+    try:
+        train_config = config.train_config()
+    except ValueError as exc:
+        raise dg.Failure(f"bad train config: {exc}") from None
+    version = config.sft_version if config.sft_version is not None else lake.version("sft/examples")
+    if version is None:
+        raise dg.Failure("sft/examples does not exist yet: materialize the sft group first")
+    actual = getattr(compute, "backend", None)
+    if config.backend is not None and actual is not None and config.backend != actual:
+        raise dg.Failure(
+            f"this run asks for compute backend {config.backend!r} but the `compute` resource is {actual!r}; "
+            "set NEXA_COMPUTE (or the resource config) to change it"
+        )
+    checkpoint = checkpoint_id(context.run.run_id, version, train_config.to_dict())
+    uri = config.output_uri or artifact_uri(lake.root_uri(), checkpoint)
+    context.log.info(f"training {train_config.preset} on sft/examples v{version} via {actual or 'compute'} → {uri}")
+
+    result = compute.run_training(
+        sft_uri=lake.uri("sft/examples"),
+        sft_version=version,
+        output_uri=uri,
+        config=train_config.to_dict(),
+        run_id=context.run.run_id,
+        log=context.log,
+    )
+    if int(result.get("sft_version", version)) != int(version):
+        raise dg.Failure(f"compute trained on sft/examples v{result.get('sft_version')}, asked for v{version}")
+    # What was asked for, unless the backend reports what actually trained (the trainer's metrics.json does).
+    asked = {"preset": train_config.preset, "base_model": train_config.model_source, "config": train_config.resolved()}
+    result = {**asked, **{k: v for k, v in result.items() if v is not None}, "sft_version": int(version)}
+    written = lake.write(
+        "train/checkpoints",
+        checkpoint_row(checkpoint, uri, result),
+        mode="merge",
+        lineage=Lineage(run_id=context.run.run_id, round=config.round),
+    )
+    context.log.info(
+        f"checkpoint {checkpoint}: {result.get('steps')} steps, train loss {result.get('train_loss')}, "
+        f"val loss {result.get('val_loss')}, {result.get('tokens_per_s')} tok/s, ${result.get('cost_usd') or 0:.4f}"
+    )
+    yield dg.MaterializeResult(
+        asset_key=CHECKPOINTS,
+        metadata={**written.metadata(), "dagster/row_count": lake.read("train/checkpoints").height,
+                  **_metadata(result, uri, checkpoint)},
+    )
+    first, last = result.get("first_loss"), result.get("train_loss")
+    yield dg.AssetCheckResult(
+        asset_key=CHECKPOINTS,
+        check_name="loss_fell",
+        passed=first is not None and last is not None and last < first,
+        metadata={"first_loss": first, "train_loss": last, "steps": result.get("steps")},
+    )

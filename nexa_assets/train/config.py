@@ -1,0 +1,106 @@
+"""The trainer's typed configuration: one file (YAML or JSON) or dict, validated before anything loads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from nexa_assets.train.presets import DEFAULT_PRESET, StudentPreset, get_preset
+
+
+@dataclass
+class TrainConfig:
+    """How to train one student. Fields left `None` take the preset's default."""
+
+    preset: str = DEFAULT_PRESET
+    base_model: str | None = None  # overrides the preset's weights: a local folder or a hub id
+    lora: bool | None = None
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    learning_rate: float | None = None
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_seq_len: int = 512
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    lr_scheduler: str = "cosine"
+    seed: int = 0
+    save_steps: int = 50
+    save_total_limit: int = 2
+    logging_steps: int = 1
+    bf16: bool | None = None
+    # Pack rows into max_seq_len blocks (TRL's best-fit decreasing), padding-free; off: each batch is padded to
+    # its longest row, never to max_seq_len.
+    packing: bool = False
+    gradient_checkpointing: bool = False
+    eval_split: str | None = "val"  # the split scored for val_loss at the end (None: skip)
+    num_threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
+
+    def __post_init__(self) -> None:
+        get_preset(self.preset)  # fails early, listing the valid presets
+        positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "max_seq_len": self.max_seq_len,
+                    "save_steps": self.save_steps, "logging_steps": self.logging_steps, "lora_r": self.lora_r}
+        bad = [f"{k}={v}" for k, v in positive.items() if not isinstance(v, int) or v <= 0]
+        if bad:
+            raise ValueError(f"train config: {', '.join(bad)}; these must be positive integers")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ValueError("train config: set epochs > 0 or max_steps > 0")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise ValueError(f"train config: learning_rate={self.learning_rate} must be > 0")
+
+    @property
+    def student(self) -> StudentPreset:
+        return get_preset(self.preset)
+
+    @property
+    def use_lora(self) -> bool:
+        return self.student.lora if self.lora is None else self.lora
+
+    @property
+    def lr(self) -> float:
+        return self.student.learning_rate if self.learning_rate is None else self.learning_rate
+
+    @property
+    def use_bf16(self) -> bool:
+        return self.student.bf16 if self.bf16 is None else self.bf16
+
+    @property
+    def model_source(self) -> str:
+        return self.base_model or self.student.model
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def resolved(self) -> dict[str, Any]:
+        """The config with preset defaults filled in: what actually trains (recorded in metrics.json)."""
+        return {**self.to_dict(), "lora": self.use_lora, "learning_rate": self.lr, "bf16": self.use_bf16,
+                "base_model": self.model_source}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> TrainConfig:
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown train config keys {unknown}: valid keys are {', '.join(sorted(known))}")
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Read a YAML (.yaml/.yml) or JSON file; an empty file means all defaults."""
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text) if text.strip() else {}
+        if data is not None and not isinstance(data, dict):
+            raise ValueError(f"{path}: a train config is a mapping of keys to values, got {type(data).__name__}")
+        return cls.from_dict(data)

@@ -1,0 +1,357 @@
+"""The trainer program: stage an SFT snapshot, fine-tune a student with TRL's SFTTrainer, save safetensors.
+
+Runs the same on this machine (a subprocess of the `local` compute backend) and on a GPU node (SkyPilot);
+it never imports Dagster. Rows are conversational prompt-completion pairs (system + user → assistant), so
+TRL applies the chat template, puts the loss on the completion only, and the completion ends with the
+template's end-of-turn token `<|im_end|>`, which is also the tokenizer's EOS: the student learns to stop.
+Batches are padded to their longest row, never to `max_seq_len`.
+
+Output folder (local, or uploaded to s3:// at each checkpoint and at the end):
+
+    model.safetensors, config.json, generation_config.json   the student (LoRA merged in: plain from_pretrained)
+    tokenizer.json, tokenizer_config.json, chat_template.jinja
+    adapter/                                                 the LoRA adapter alone (LoRA runs)
+    checkpoint-N/                                            resumable checkpoints (latest `save_total_limit`)
+    metrics.json, data_manifest.json, run.json               what trained, on which rows, how fast
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from nexa_assets.train import storage
+from nexa_assets.train.config import TrainConfig
+from nexa_assets.train.data import ids_digest, load_staged, split_messages, stage_snapshot
+from nexa_assets.train.presets import LOCAL_SMOLLM2, SCRATCH_LLAMA
+
+METRICS_FILE = "metrics.json"
+MANIFEST_FILE = "data_manifest.json"
+RUN_FILE = "run.json"
+METRICS_MARKER = "NEXA_METRICS "  # the last stdout line of the CLI: this prefix, then metrics.json on one line
+STAGE_ENV = "NEXA_STAGE_DIR"
+KEY_COLUMN = "example_id"
+# train_loss in the metrics is the mean of the last logged losses (one per step by default): a steadier
+# number than the last step alone.
+FINAL_LOSS_WINDOW = 5
+
+Log = Callable[[str], None]
+
+
+class TrainError(RuntimeError):
+    """The run cannot start or finish (bad data, an output folder holding another run, ...)."""
+
+
+# -------------------------------------------------------------------------------------- the student
+
+
+def resolve_source(source: str) -> str:
+    """A loadable folder or hub id for a preset's `model` / `tokenizer` source."""
+    if source == LOCAL_SMOLLM2:
+        from nexa_resources.local_model import ensure_local_model
+
+        return str(ensure_local_model())
+    if source.startswith(("local:", "scratch:")):
+        raise TrainError(f"{source!r} is not a loadable source here (known: {LOCAL_SMOLLM2}, a folder or a hub id)")
+    return source
+
+
+def load_tokenizer(config: TrainConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    source = config.base_model or config.student.tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source(source))
+    if tokenizer.chat_template is None:
+        raise TrainError(f"the tokenizer of {source!r} has no chat template; SFT rows need one")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(config: TrainConfig, tokenizer: Any, cuda: bool) -> Any:
+    """The student: a seeded Llama built from the preset's architecture, or pretrained safetensors weights."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    source = config.model_source
+    if source == SCRATCH_LLAMA:
+        arch = LlamaConfig(
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **config.student.architecture,
+        )
+        torch.manual_seed(config.seed)
+        model = AutoModelForCausalLM.from_config(arch)
+    else:
+        # LoRA on a GPU keeps the frozen base in bf16; everything else trains fp32 master weights (bf16 autocast).
+        dtype = torch.bfloat16 if (cuda and config.use_lora and config.use_bf16) else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(resolve_source(source), dtype=dtype, use_safetensors=True)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def chat_dataset(rows: Any) -> Any:
+    """A datasets.Dataset in TRL's conversational prompt-completion form from sft/examples rows."""
+    from datasets import Dataset
+
+    pairs = [split_messages(m) for m in rows["messages"].to_list()]
+    return Dataset.from_dict({"prompt": [p for p, _ in pairs], "completion": [c for _, c in pairs]})
+
+
+# ----------------------------------------------------------------------------------------- training
+
+
+def _progress_callback(log: Log, upload: Callable[[Path], None] | None) -> Any:
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        """One log line per logged step (loss, lr, tokens/s); uploads each saved checkpoint when remote."""
+
+        def __init__(self) -> None:
+            self.last: tuple[float, int] | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.last = (time.perf_counter(), state.num_input_tokens_seen)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if not logs or "loss" not in logs:
+                return
+            now, tokens = time.perf_counter(), state.num_input_tokens_seen
+            rate = ""
+            if self.last is not None and now > self.last[0]:
+                rate = f" tok/s {(tokens - self.last[1]) / (now - self.last[0]):.0f}"
+            self.last = (now, tokens)
+            log(
+                f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "
+                f"lr {logs.get('learning_rate', 0.0):.2e} tokens {tokens}{rate}"
+            )
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            log(f"saved {folder.name}")
+            if upload is not None:
+                upload(folder)
+
+    return Progress()
+
+
+def _sft_args(config: TrainConfig, workdir: Path, cuda: bool) -> Any:
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(workdir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a fraction of the steps
+        weight_decay=config.weight_decay,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="no",  # val_loss is computed once at the end
+        bf16=config.use_bf16,
+        use_cpu=not cuda,
+        seed=config.seed,
+        data_seed=config.seed,
+        max_length=config.max_seq_len,
+        completion_only_loss=True,
+        packing=config.packing,
+        activation_checkpointing=config.gradient_checkpointing,  # TRL turns it on by default; slow for small models
+        include_num_input_tokens_seen="non_padding",  # kept in trainer_state.json, so it survives a resume
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=cuda,
+        log_level="warning",
+    )
+
+
+def _check_run(workdir: Path, run: dict[str, Any]) -> None:
+    """Refuse to resume an output folder that holds a run on other data or another config."""
+    path = workdir / RUN_FILE
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != run:
+            changed = sorted(k for k in set(before) | set(run) if before.get(k) != run.get(k))
+            raise TrainError(
+                f"{workdir} holds a run with different {', '.join(changed)}; train into a fresh output folder"
+            )
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run, indent=2, sort_keys=True))
+
+
+def train(
+    *,
+    sft_uri: str,
+    sft_version: int,
+    output: str,
+    config: TrainConfig,
+    storage_options: dict[str, str] | None = None,
+    log: Log = print,
+    stage_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train one student on sft/examples at `sft_version`; resume from the output's latest checkpoint. Returns
+    the metrics (also written to `<output>/metrics.json`)."""
+    started, started_at = time.perf_counter(), datetime.now(timezone.utc)
+    import torch
+    import transformers
+    import trl
+    from transformers import PrinterCallback
+
+    from nexa_assets.train.completion_loss import CompletionLossSFTTrainer
+
+    _quiet(transformers)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    cuda = torch.cuda.is_available()
+    remote = storage.is_remote(output)
+    workdir = storage.local_workdir(output)
+    _check_run(workdir, {"sft_uri": sft_uri, "sft_version": int(sft_version), "config": config.resolved()})
+
+    # 1. Stage the exact snapshot to local disk, then read only the staged file.
+    stage = Path(stage_dir or os.environ.get(STAGE_ENV) or Path(tempfile.gettempdir()) / "nexa-stage")
+    manifest = stage_snapshot(sft_uri, sft_version, stage, storage_options)
+    log(f"staged {sft_uri}@v{sft_version}: {manifest['rows']} rows, sha256 {manifest['sha256'][:12]}"
+        f"{' (reused)' if manifest['reused'] else ''}")
+    train_rows = load_staged(manifest, "train")
+    val_rows = load_staged(manifest, config.eval_split) if config.eval_split else train_rows.clear()
+    if train_rows.is_empty():
+        raise TrainError(f"{sft_uri}@v{sft_version} has no split='train' rows to train on")
+    ids = train_rows[KEY_COLUMN].to_list() if KEY_COLUMN in train_rows.columns else []
+    data_manifest = {**manifest, "train_rows": train_rows.height, "val_rows": val_rows.height,
+                     "train_ids_sha256": ids_digest(ids), "train_ids": ids}
+    (workdir / MANIFEST_FILE).write_text(json.dumps(data_manifest, indent=2))
+
+    # 2. The student and the trainer.
+    tokenizer = load_tokenizer(config)
+    model = load_model(config, tokenizer, cuda)
+    peft_config = None
+    if config.use_lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.student.lora_target_modules),
+            task_type="CAUSAL_LM",
+        )
+    upload = None
+    if remote:
+        client = storage.s3_client()
+
+        def upload(folder: Path) -> None:
+            storage.upload_dir(folder, f"{output.rstrip('/')}/{folder.name}", client=client)
+
+    resume = storage.latest_complete_checkpoint(workdir)
+    if resume is None and remote and storage.download_latest_checkpoint(output, workdir):
+        resume = storage.latest_complete_checkpoint(workdir)
+    trainer = CompletionLossSFTTrainer(
+        model=model,
+        args=_sft_args(config, workdir, cuda),
+        train_dataset=chat_dataset(train_rows),
+        eval_dataset=chat_dataset(val_rows) if val_rows.height else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[_progress_callback(log, upload)],
+    )
+    trainer.remove_callback(PrinterCallback)  # our Progress callback prints one line per step instead
+    params = sum(p.numel() for p in trainer.model.parameters())
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    tokens_before = 0
+    if resume is not None:
+        tokens_before = json.loads((resume / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
+        log(f"resuming from {resume.name}")
+    log(f"training {config.preset} ({params / 1e6:.1f}M params, {trainable / 1e6:.2f}M trainable) on "
+        f"{train_rows.height} rows, device {'cuda' if cuda else 'cpu'}, bf16 {config.use_bf16}")
+
+    # 3. Train, score the held-out split, save.
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    state = trainer.state
+    tokens_run = state.num_input_tokens_seen - tokens_before
+    runtime = float(result.metrics.get("train_runtime", 0.0))
+    val_loss = None
+    if val_rows.height:
+        val_loss = float(trainer.evaluate()["eval_loss"])
+        log(f"val_loss {val_loss:.4f} on {val_rows.height} rows")
+    _save_final(trainer, tokenizer, workdir, config)
+
+    curve = [[int(h["step"]), float(h["loss"])] for h in state.log_history if "loss" in h]
+    window = [loss for _, loss in curve[-FINAL_LOSS_WINDOW:]]
+    metrics = {
+        "preset": config.preset,
+        "base_model": config.model_source,
+        "lora": config.use_lora,
+        "params": params,
+        "trainable_params": trainable,
+        "sft_uri": sft_uri,
+        "sft_version": int(sft_version),
+        "rows": train_rows.height,
+        "val_rows": val_rows.height,
+        "rows_sha256": data_manifest["train_ids_sha256"],
+        "data_sha256": manifest["sha256"],
+        "steps": int(state.global_step),
+        "epochs": float(state.epoch or 0.0),
+        "tokens": int(state.num_input_tokens_seen),
+        "tokens_this_run": int(tokens_run),
+        "train_s": round(runtime, 3),
+        "tokens_per_s": round(tokens_run / runtime, 1) if runtime > 0 else 0.0,
+        "train_loss": sum(window) / len(window) if window else None,
+        "first_loss": curve[0][1] if curve else None,
+        "val_loss": val_loss if val_loss is None or math.isfinite(val_loss) else None,
+        "loss_curve": curve,
+        "resumed_from_step": int(resume.name.split("-")[1]) if resume else None,
+        "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "bf16": config.use_bf16,
+        "config": config.resolved(),
+        "output": output,
+        "started_at": started_at.isoformat(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+    }
+    metrics["wall_s"] = round(time.perf_counter() - started, 3)
+    (workdir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    if remote:
+        count = storage.upload_dir(workdir, output, client=client)
+        log(f"uploaded {count} files to {output}")
+    return metrics
+
+
+def _quiet(transformers: Any) -> None:
+    """No progress bars or info chatter: the log stream is one line per step."""
+    import datasets
+
+    transformers.logging.set_verbosity_warning()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_warning()
+
+
+def _save_final(trainer: Any, tokenizer: Any, workdir: Path, config: TrainConfig) -> None:
+    """The student as plain safetensors (+ tokenizer and chat template); LoRA merged, its adapter kept apart."""
+    import torch
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if config.use_lora:
+        model.save_pretrained(workdir / "adapter")
+        model = model.merge_and_unload()
+    model.config.use_cache = True
+    if config.use_bf16:
+        model = model.to(torch.bfloat16)
+    model.save_pretrained(workdir)
+    tokenizer.save_pretrained(workdir)
