@@ -54,7 +54,9 @@ class CompletionLossSFTTrainer(SFTTrainer):
         lm = causal_lm(model)
         if return_outputs or lm is None or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        loss = completion_loss(lm, inputs, num_items_in_batch)
+        # accelerate applies mixed precision by wrapping model.forward; the backbone is called directly here
+        with self.accelerator.autocast():
+            loss = completion_loss(lm, inputs, num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
         return loss
