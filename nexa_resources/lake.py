@@ -29,21 +29,12 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import Field
 
+from nexa_resources.storage import storage_options_from_env
 from nexa_resources.tables import TABLES, TableSpec, table_spec
 
 DEFAULT_ROOT = "data_lake"
 ROOT_ENV = "NEXA_LAKE_ROOT"
 
-# Environment variable → delta-rs / object_store storage option.
-_S3_ENV_OPTIONS: dict[str, str] = {
-    "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
-    "AWS_ALLOW_HTTP": "AWS_ALLOW_HTTP",
-    "AWS_REGION": "AWS_REGION",
-    "AWS_DEFAULT_REGION": "AWS_REGION",
-    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
-}
 # Concurrent writers contend on the Delta log; a lost race is retried this many times.
 _COMMIT_RETRIES = 12
 
@@ -94,22 +85,6 @@ class WriteResult:
             "rows_updated": self.updated,
             "rows_deleted": self.deleted,
         }
-
-
-def storage_options_from_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """delta-rs storage options for S3-compatible stores, read from the environment."""
-    env = os.environ if env is None else env
-    options: dict[str, str] = {}
-    for var, option in _S3_ENV_OPTIONS.items():
-        if env.get(var) and option not in options:
-            options[option] = env[var]
-    # S3 conditional writes (If-None-Match) keep concurrent writers safe without a lock service;
-    # S3-compatible stores that lack them can set AWS_S3_ALLOW_UNSAFE_RENAME for a single writer.
-    if env.get("AWS_S3_ALLOW_UNSAFE_RENAME"):
-        options["AWS_S3_ALLOW_UNSAFE_RENAME"] = env["AWS_S3_ALLOW_UNSAFE_RENAME"]
-    else:
-        options.setdefault("conditional_put", "etag")
-    return options
 
 
 def with_lineage(df: pl.DataFrame, lineage: Lineage) -> pl.DataFrame:

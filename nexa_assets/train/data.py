@@ -19,16 +19,8 @@ import polars as pl
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
-# Same variables as nexa_resources.lake.storage_options_from_env (that module imports Dagster, this one must not).
-_S3_ENV_OPTIONS = {
-    "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
-    "AWS_ALLOW_HTTP": "AWS_ALLOW_HTTP",
-    "AWS_REGION": "AWS_REGION",
-    "AWS_DEFAULT_REGION": "AWS_REGION",
-    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
-}
+from nexa_resources.storage import storage_options_from_env
+
 IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt and padding), as in transformers
 
 
@@ -44,11 +36,7 @@ def storage_options_for(uri: str) -> dict[str, str] | None:
     """delta-rs storage options from the environment for a remote URI; None for local paths."""
     if "://" not in uri or uri.startswith("file://"):
         return None
-    options: dict[str, str] = {}
-    for var, option in _S3_ENV_OPTIONS.items():
-        if os.environ.get(var) and option not in options:
-            options[option] = os.environ[var]
-    return options
+    return storage_options_from_env()
 
 
 def table_location(lake_or_uri: LakeLike | str, table: str) -> tuple[str, dict[str, str] | None]:
