@@ -1,6 +1,6 @@
 """Benchmark the trainer against a bare torch training loop, side by side in one run.
 
-    .venv/bin/python bench/train.py [--rows 256] [--steps 30] [--batch-size 8] [--repeat 3] [--preset tiny]
+    .venv/bin/python bench/train.py [--rows 256] [--steps 20] [--batch-size 8] [--repeat 3] [--preset tiny]
 
 The contenders train the same student (the `tiny` preset: same architecture, same seed, so the same
 initial weights) on the same batches with the same AdamW settings, bf16 autocast and gradient clipping:
@@ -101,14 +101,13 @@ def _peak_mb() -> float:
 
 def _make_trainer(args: argparse.Namespace, workdir: Path) -> Any:
     """An SFTTrainer set up exactly as nexa_assets.train.trainer.train sets it up (checkpoints off)."""
+    import transformers
     from transformers import PrinterCallback
 
     from nexa_assets.train import trainer as nt
     from nexa_assets.train.completion_loss import CompletionLossSFTTrainer
     from nexa_assets.train.config import TrainConfig
     from nexa_assets.train.data import load_staged, stage_snapshot
-
-    import transformers
 
     nt._quiet(transformers)
     config = TrainConfig(preset=args.preset, max_steps=args.steps, batch_size=args.batch_size,
@@ -119,7 +118,9 @@ def _make_trainer(args: argparse.Namespace, workdir: Path) -> Any:
     model = nt.load_model(config, tokenizer, cuda=False)
     sft_args = nt._sft_args(config, workdir / "out", cuda=False)
     sft_args.save_strategy = "no"
-    trainer = CompletionLossSFTTrainer(model=model, args=sft_args, train_dataset=nt.chat_dataset(rows), processing_class=tokenizer)
+    trainer = CompletionLossSFTTrainer(
+        model=model, args=sft_args, train_dataset=nt.chat_dataset(rows), processing_class=tokenizer
+    )
     trainer.remove_callback(PrinterCallback)
     return trainer, config
 
@@ -198,7 +199,7 @@ def run_worker(kind: str, args: argparse.Namespace, uri: str, version: int) -> d
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--preset", default="tiny")
@@ -232,7 +233,8 @@ def main() -> int:
     print()
     print(f"bench/train.py: preset {args.preset}, batch {args.batch_size}, {args.steps} steps "
           f"(first excluded), {args.rows} rows, {threads} torch threads, median of {args.repeat}")
-    print(f"{'contender':<13} {'tokens/s':>10} {'cpu µs/token':>13} {'peak RSS MiB':>13} {'RSS before':>11} {'Δ MiB':>7}")
+    header = f"{'contender':<13} {'tokens/s':>10} {'cpu µs/token':>13} {'peak RSS MiB':>13} {'RSS before':>11}"
+    print(f"{header} {'Δ MiB':>7}")
     for kind in KINDS:
         peak, before = med(kind, "peak_rss_mb"), med(kind, "rss_before_mb")
         print(f"{kind:<13} {med(kind, 'tokens_per_s'):>10.0f} {med(kind, 'cpu_us_per_token'):>13.0f} "

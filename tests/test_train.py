@@ -323,3 +323,22 @@ def test_trains_from_an_s3_lake_into_an_s3_output(s3_lake, s3_env, tmp_path, mon
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_env, Prefix="artifacts/run1/")["Contents"]}
     for name in ("model.safetensors", "tokenizer.json", "metrics.json", "checkpoint-2/trainer_state.json"):
         assert f"artifacts/run1/{name}" in keys
+
+
+@pytest.mark.slow
+def test_checkpoint_asset_runs_on_the_compute_resource_local_backend(sft_lake, tmp_path, monkeypatch):
+    from nexa_assets.train.assets import train_checkpoints
+    from nexa_resources.compute import ComputeResource
+
+    monkeypatch.setenv("NEXA_STAGE_DIR", str(tmp_path / "stage"))
+    config = {"max_steps": 2, "batch_size": 4, "max_seq_len": 128, "sft_version": 0, "backend": "local"}
+    result = dg.materialize(
+        [train_checkpoints],
+        resources={"lake": sft_lake, "compute": ComputeResource(backend="local")},
+        run_config={"ops": {"train__checkpoints": {"config": config}}},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    row = sft_lake.read("train/checkpoints").row(0, named=True)
+    assert row["sft_version"] == 0 and row["rows"] == 32 and row["backend"] == "local" and row["steps"] == 2
+    assert (Path(row["uri"]) / "model.safetensors").exists()

@@ -60,6 +60,10 @@ class CheckpointConfig(dg.Config):
         )
 
 
+def _text(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
 def _metadata(result: dict[str, Any], uri: str, checkpoint: str) -> dict[str, Any]:
     uri_value = dg.MetadataValue.url(uri) if "://" in uri else dg.MetadataValue.path(uri)
     title = f"{result.get('preset')} on sft/examples v{result.get('sft_version')}"
@@ -71,9 +75,9 @@ def _metadata(result: dict[str, Any], uri: str, checkpoint: str) -> dict[str, An
         "preset": result.get("preset"),
         "base_model": result.get("base_model"),
         "backend": result.get("backend"),
-        "cloud": str(result.get("cloud")),
-        "region": str(result.get("region")),
-        "accelerator": str(result.get("accelerator")),
+        "cloud": _text(result.get("cloud")),
+        "region": _text(result.get("region")),
+        "accelerator": _text(result.get("accelerator")),
         "price_per_hour": float(result.get("price_per_hour") or 0.0),
         "cost_usd": float(result.get("cost_usd") or 0.0),
         "tokens_per_s": float(result.get("tokens_per_s") or 0.0),
@@ -118,7 +122,7 @@ def train_checkpoints(
     if config.backend is not None and actual is not None and config.backend != actual:
         raise dg.Failure(
             f"this run asks for compute backend {config.backend!r} but the `compute` resource is {actual!r}; "
-            "set NEXA_COMPUTE (or the resource config) to change it"
+            "set NEXA_COMPUTE_BACKEND (or the resource config) to change it"
         )
     checkpoint = checkpoint_id(context.run.run_id, version, train_config.to_dict())
     uri = config.output_uri or artifact_uri(lake.root_uri(), checkpoint)

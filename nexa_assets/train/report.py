@@ -16,7 +16,7 @@ def loss_plot_png(curve: Sequence[Sequence[float]], val_loss: float | None = Non
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if curve:
-        steps, losses = zip(*[(s, l) for s, l in curve])
+        steps, losses = zip(*[(step, loss) for step, loss in curve])
         ax.plot(steps, losses, color="#4f46e5", linewidth=1.5, label="train loss")
     if val_loss is not None:
         ax.axhline(val_loss, color="#dc2626", linestyle="--", linewidth=1, label=f"val loss {val_loss:.3f}")

@@ -196,6 +196,39 @@ def _check_run(workdir: Path, run: dict[str, Any]) -> None:
     path.write_text(json.dumps(run, indent=2, sort_keys=True))
 
 
+def _stage_rows(
+    sft_uri: str, sft_version: int, config: TrainConfig, stage_dir: Path, storage_options: dict[str, str] | None,
+    workdir: Path, log: Log,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Stage the exact snapshot to local disk and read the train/val rows back from it only."""
+    manifest = stage_snapshot(sft_uri, sft_version, stage_dir, storage_options)
+    log(f"staged {sft_uri}@v{sft_version}: {manifest['rows']} rows, sha256 {manifest['sha256'][:12]}"
+        f"{' (reused)' if manifest['reused'] else ''}")
+    train_rows = load_staged(manifest, "train")
+    val_rows = load_staged(manifest, config.eval_split) if config.eval_split else train_rows.clear()
+    if train_rows.is_empty():
+        raise TrainError(f"{sft_uri}@v{sft_version} has no split='train' rows to train on")
+    ids = train_rows[KEY_COLUMN].to_list() if KEY_COLUMN in train_rows.columns else []
+    data_manifest = {**manifest, "train_rows": train_rows.height, "val_rows": val_rows.height,
+                     "train_ids_sha256": ids_digest(ids), "train_ids": ids}
+    (workdir / MANIFEST_FILE).write_text(json.dumps(data_manifest, indent=2))
+    return train_rows, val_rows, data_manifest
+
+
+def _lora_config(config: TrainConfig) -> Any:
+    if not config.use_lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.student.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
 def train(
     *,
     sft_uri: str,
@@ -211,7 +244,6 @@ def train(
     started, started_at = time.perf_counter(), datetime.now(timezone.utc)
     import torch
     import transformers
-    import trl
     from transformers import PrinterCallback
 
     from nexa_assets.train.completion_loss import CompletionLossSFTTrainer
@@ -223,36 +255,14 @@ def train(
     remote = storage.is_remote(output)
     workdir = storage.local_workdir(output)
     _check_run(workdir, {"sft_uri": sft_uri, "sft_version": int(sft_version), "config": config.resolved()})
-
-    # 1. Stage the exact snapshot to local disk, then read only the staged file.
     stage = Path(stage_dir or os.environ.get(STAGE_ENV) or Path(tempfile.gettempdir()) / "nexa-stage")
-    manifest = stage_snapshot(sft_uri, sft_version, stage, storage_options)
-    log(f"staged {sft_uri}@v{sft_version}: {manifest['rows']} rows, sha256 {manifest['sha256'][:12]}"
-        f"{' (reused)' if manifest['reused'] else ''}")
-    train_rows = load_staged(manifest, "train")
-    val_rows = load_staged(manifest, config.eval_split) if config.eval_split else train_rows.clear()
-    if train_rows.is_empty():
-        raise TrainError(f"{sft_uri}@v{sft_version} has no split='train' rows to train on")
-    ids = train_rows[KEY_COLUMN].to_list() if KEY_COLUMN in train_rows.columns else []
-    data_manifest = {**manifest, "train_rows": train_rows.height, "val_rows": val_rows.height,
-                     "train_ids_sha256": ids_digest(ids), "train_ids": ids}
-    (workdir / MANIFEST_FILE).write_text(json.dumps(data_manifest, indent=2))
+    train_rows, val_rows, data_manifest = _stage_rows(
+        sft_uri, sft_version, config, stage, storage_options, workdir, log
+    )
 
-    # 2. The student and the trainer.
     tokenizer = load_tokenizer(config)
     model = load_model(config, tokenizer, cuda)
-    peft_config = None
-    if config.use_lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(config.student.lora_target_modules),
-            task_type="CAUSAL_LM",
-        )
-    upload = None
+    client, upload = None, None
     if remote:
         client = storage.s3_client()
 
@@ -260,7 +270,7 @@ def train(
             storage.upload_dir(folder, f"{output.rstrip('/')}/{folder.name}", client=client)
 
     resume = storage.latest_complete_checkpoint(workdir)
-    if resume is None and remote and storage.download_latest_checkpoint(output, workdir):
+    if resume is None and remote and storage.download_latest_checkpoint(output, workdir, client=client):
         resume = storage.latest_complete_checkpoint(workdir)
     trainer = CompletionLossSFTTrainer(
         model=model,
@@ -268,32 +278,26 @@ def train(
         train_dataset=chat_dataset(train_rows),
         eval_dataset=chat_dataset(val_rows) if val_rows.height else None,
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=_lora_config(config),
         callbacks=[_progress_callback(log, upload)],
     )
     trainer.remove_callback(PrinterCallback)  # our Progress callback prints one line per step instead
-    params = sum(p.numel() for p in trainer.model.parameters())
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     tokens_before = 0
     if resume is not None:
         tokens_before = json.loads((resume / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
         log(f"resuming from {resume.name}")
+    params = sum(p.numel() for p in trainer.model.parameters())
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     log(f"training {config.preset} ({params / 1e6:.1f}M params, {trainable / 1e6:.2f}M trainable) on "
         f"{train_rows.height} rows, device {'cuda' if cuda else 'cpu'}, bf16 {config.use_bf16}")
 
-    # 3. Train, score the held-out split, save.
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    state = trainer.state
-    tokens_run = state.num_input_tokens_seen - tokens_before
-    runtime = float(result.metrics.get("train_runtime", 0.0))
     val_loss = None
     if val_rows.height:
         val_loss = float(trainer.evaluate()["eval_loss"])
         log(f"val_loss {val_loss:.4f} on {val_rows.height} rows")
     _save_final(trainer, tokenizer, workdir, config)
 
-    curve = [[int(h["step"]), float(h["loss"])] for h in state.log_history if "loss" in h]
-    window = [loss for _, loss in curve[-FINAL_LOSS_WINDOW:]]
     metrics = {
         "preset": config.preset,
         "base_model": config.model_source,
@@ -305,7 +309,31 @@ def train(
         "rows": train_rows.height,
         "val_rows": val_rows.height,
         "rows_sha256": data_manifest["train_ids_sha256"],
-        "data_sha256": manifest["sha256"],
+        "data_sha256": data_manifest["sha256"],
+        **_progress_metrics(trainer.state, float(result.metrics.get("train_runtime", 0.0)), tokens_before),
+        "val_loss": val_loss if val_loss is None or math.isfinite(val_loss) else None,
+        "resumed_from_step": int(resume.name.split("-")[1]) if resume else None,
+        "device": _device(torch, cuda),
+        "bf16": config.use_bf16,
+        "config": config.resolved(),
+        "output": output,
+        "started_at": started_at.isoformat(),
+        "versions": _versions(),
+    }
+    metrics["wall_s"] = round(time.perf_counter() - started, 3)
+    (workdir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    if remote:
+        count = storage.upload_dir(workdir, output, client=client)
+        log(f"uploaded {count} files to {output}")
+    return metrics
+
+
+def _progress_metrics(state: Any, runtime: float, tokens_before: int) -> dict[str, Any]:
+    """Steps, tokens, speed and the loss curve from the trainer state (restored across resumes)."""
+    curve = [[int(h["step"]), float(h["loss"])] for h in state.log_history if "loss" in h]
+    window = [loss for _, loss in curve[-FINAL_LOSS_WINDOW:]]
+    tokens_run = state.num_input_tokens_seen - tokens_before
+    return {
         "steps": int(state.global_step),
         "epochs": float(state.epoch or 0.0),
         "tokens": int(state.num_input_tokens_seen),
@@ -314,22 +342,23 @@ def train(
         "tokens_per_s": round(tokens_run / runtime, 1) if runtime > 0 else 0.0,
         "train_loss": sum(window) / len(window) if window else None,
         "first_loss": curve[0][1] if curve else None,
-        "val_loss": val_loss if val_loss is None or math.isfinite(val_loss) else None,
         "loss_curve": curve,
-        "resumed_from_step": int(resume.name.split("-")[1]) if resume else None,
-        "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
-        "bf16": config.use_bf16,
-        "config": config.resolved(),
-        "output": output,
-        "started_at": started_at.isoformat(),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
     }
-    metrics["wall_s"] = round(time.perf_counter() - started, 3)
-    (workdir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-    if remote:
-        count = storage.upload_dir(workdir, output, client=client)
-        log(f"uploaded {count} files to {output}")
-    return metrics
+
+
+def _device(torch: Any, cuda: bool) -> str:
+    """The GPU's name, or "cpu (<arch>, <n> threads)"."""
+    return torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
+            "peft": peft.__version__}
 
 
 def _quiet(transformers: Any) -> None:
