@@ -1,0 +1,73 @@
+"""Columns of the evaluation tables (DESIGN §3); lineage columns (run_id, round, created_at) are added on write."""
+
+from __future__ import annotations
+
+import polars as pl
+
+# The held-out prompts (raw split `eval`), with the hash of the whole set they belong to.
+EVAL_PROMPT_SCHEMA: dict[str, pl.DataType] = {
+    "prompt_id": pl.String(),
+    "domain": pl.String(),
+    "task_type": pl.String(),
+    "instruction": pl.String(),
+    "context": pl.String(),
+    "source": pl.String(),
+    "origin": pl.String(),
+    "eval_set": pl.String(),  # hash of every eval prompt_id: metrics are comparable only within one set
+}
+
+# One answer per (model_id, prompt_id). model_kind: "checkpoint" (a trained student) or "external"
+# (an OpenAI-compatible model such as the teacher, a reference row on the leaderboard).
+PREDICTION_SCHEMA: dict[str, pl.DataType] = {
+    "model_id": pl.String(),
+    "prompt_id": pl.String(),
+    "model_kind": pl.String(),
+    "checkpoint_id": pl.String(),  # null for external models
+    "domain": pl.String(),
+    "task_type": pl.String(),
+    "prediction": pl.String(),
+    "finish_reason": pl.String(),
+    "prompt_tokens": pl.Int64(),
+    "completion_tokens": pl.Int64(),
+    "latency_ms": pl.Float64(),
+    "cost_usd": pl.Float64(),
+    "error": pl.String(),
+    "eval_set": pl.String(),
+}
+
+# One judge verdict per (model_id, prompt_id, metric). `score` is null when the judge failed
+# (`error` says why, e.g. "judge_unparsable: …"); failures are never averaged in as scores.
+SCORE_SCHEMA: dict[str, pl.DataType] = {
+    "model_id": pl.String(),
+    "prompt_id": pl.String(),
+    "metric": pl.String(),
+    "domain": pl.String(),
+    "task_type": pl.String(),
+    "judge_model": pl.String(),
+    "rubric_version": pl.String(),
+    "score": pl.Int64(),
+    "rationale": pl.String(),  # what the judge found lacking for this metric (null when nothing)
+    "error": pl.String(),
+    "truncated": pl.Boolean(),  # the prediction stopped at max_tokens (finish_reason == "length")
+    "eval_set": pl.String(),
+}
+
+# One row per (model_id, domain, task_type, metric): mean score over judged prompts with a 95% CI.
+METRIC_SCHEMA: dict[str, pl.DataType] = {
+    "model_id": pl.String(),
+    "domain": pl.String(),
+    "task_type": pl.String(),
+    "metric": pl.String(),
+    "model_kind": pl.String(),
+    "checkpoint_id": pl.String(),
+    "mean": pl.Float64(),
+    "n": pl.Int64(),  # scored prompts (judge failures excluded)
+    "std": pl.Float64(),
+    "ci_low": pl.Float64(),
+    "ci_high": pl.Float64(),
+    "judge_failures": pl.Int64(),  # prompts the judge could not score, reported apart from the mean
+    "truncation_rate": pl.Float64(),  # share of this cell's predictions cut at max_tokens
+    "judge_model": pl.String(),
+    "rubric_version": pl.String(),
+    "eval_set": pl.String(),
+}

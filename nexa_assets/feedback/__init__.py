@@ -1,0 +1,1 @@
+"""Weakness detection and targeted prompt requests: the feedback half of the loop."""

@@ -1,0 +1,42 @@
+"""Columns of the feedback tables (DESIGN §3); lineage columns (run_id, round, created_at) are added on write."""
+
+from __future__ import annotations
+
+import polars as pl
+
+# Every cell (domain, task_type, metric) of the evaluated checkpoint in a round, weak or not.
+# `round` (a lineage column) is the round whose checkpoint was evaluated.
+WEAKNESS_SCHEMA: dict[str, pl.DataType] = {
+    "domain": pl.String(),
+    "task_type": pl.String(),
+    "metric": pl.String(),
+    "model_id": pl.String(),
+    "score": pl.Float64(),  # the cell's mean in eval/metrics
+    "n": pl.Int64(),
+    "ci_low": pl.Float64(),
+    "ci_high": pl.Float64(),
+    "threshold": pl.Float64(),
+    "gap": pl.Float64(),  # threshold - score when weak, else 0
+    "status": pl.String(),  # "weak" | "pass"
+    "stop_reason": pl.String(),  # the round's stop reason (same on every row of the round), null = loop goes on
+    "loop_id": pl.String(),  # hash of the thresholds and stop rules: changing them starts a new loop
+    "loop_round": pl.Int64(),  # rounds since this loop started (the round cap counts these)
+}
+
+# Targeted prompts bought for a weak (domain, task_type) in the next round. `round` (lineage) is the
+# round that found the weakness; `for_round` is the round whose raw/prompts run fulfils it.
+REQUEST_SCHEMA: dict[str, pl.DataType] = {
+    "domain": pl.String(),
+    "task_type": pl.String(),
+    "for_round": pl.Int64(),
+    "n_prompts": pl.Int64(),
+    "gap": pl.Float64(),  # summed gap of the cell's weak metrics
+    "metrics": pl.List(pl.String()),  # the weak metrics
+    "hints": pl.List(pl.String()),  # what the judge found lacking, most frequent first
+    "status": pl.String(),  # "open" | "done"
+    "fulfilled_by": pl.String(),  # run_id of the raw/prompts run that generated them
+    "prompt_ids": pl.List(pl.String()),  # the prompts generated for it
+}
+
+STATUSES: tuple[str, ...] = ("open", "done")
+STOP_REASONS: tuple[str, ...] = ("all_cells_pass", "round_cap", "no_improvement")
