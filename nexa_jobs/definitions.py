@@ -8,6 +8,8 @@ from nexa_assets.distill.assets import distill_completions, distill_pairs
 from nexa_assets.raw.assets import raw_prompts
 from nexa_assets.sft.assets import sft_decontamination, sft_examples
 from nexa_assets.train.assets import train_checkpoints
+from nexa_jobs.jobs import JOBS
+from nexa_jobs.sensors import SENSORS
 from nexa_resources.compute import ComputeResource
 from nexa_resources.inputs import InputsResource
 from nexa_resources.judge import JudgeResource
@@ -30,25 +32,12 @@ def build_resources() -> dict[str, object]:
     }
 
 
-raw_job = dg.define_asset_job(
-    "raw_job", selection=dg.AssetSelection.groups("raw"), description="Ingest and validate every prompt source."
-)
-distill_job = dg.define_asset_job(
-    "distill_job",
-    selection=dg.AssetSelection.groups("raw", "distill", "sft"),
-    description="raw → teacher completions → filtered, judged pairs → SFT examples.",
-)
-train_job = dg.define_asset_job(
-    "train_job",
-    selection=dg.AssetSelection.groups("train"),
-    description="Train the student on the current sft/examples version (local or SkyPilot compute).",
-)
-
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=ASSET_CHECKS,
     resources=build_resources(),
-    jobs=[raw_job, distill_job, train_job],
+    jobs=JOBS,
+    sensors=SENSORS,
     # Runs stay in one process: on small machines the multiprocess executor's start-up dominates
     # (measured 27 s → 6 s for the raw group on 2 cores), and one process shares one local teacher.
     executor=dg.in_process_executor,

@@ -1,0 +1,7 @@
+"""Sensors that close the loop: feedback (weak cells → a refresh round) and arrival (new input files)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+SENSORS: list[dg.SensorDefinition] = []
