@@ -4,4 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-SENSORS: list[dg.SensorDefinition] = []
+from nexa_jobs.arrival import arrival_sensor
+
+SENSORS: list[dg.SensorDefinition] = [arrival_sensor]

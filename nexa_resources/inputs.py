@@ -27,17 +27,33 @@ class InputFile:
 
 
 def is_candidate(name: str) -> bool:
-    """Hidden and temporary files are never read."""
-    base = name.rsplit("/", 1)[-1]
-    return bool(base) and not base.startswith(".") and not base.endswith(TEMP_SUFFIXES)
+    """Hidden and temporary files (and anything inside a hidden folder) are never read."""
+    parts = name.split("/")
+    base = parts[-1]
+    hidden_dir = any(part.startswith(".") for part in parts[:-1])
+    return bool(base) and not base.startswith(".") and not base.endswith(TEMP_SUFFIXES) and not hidden_dir
+
+
+def escapes_root(name: str) -> bool:
+    """True for a relative name that could point outside the input root: absolute, or with a `..` part."""
+    return name.startswith("/") or ".." in name.split("/")
+
+
+def s3_resource() -> Any:
+    """dagster-aws's S3Resource configured only from the environment (AWS_ENDPOINT_URL, region, keys).
+
+    Keys stay out of the resource: boto3 reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN
+    (or a profile) itself, so they never enter Dagster config.
+    """
+    from dagster_aws.s3 import S3Resource
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return S3Resource(endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None, region_name=region)
 
 
 def s3_client() -> Any:
-    """A boto3 S3 client configured only from the environment (AWS_ENDPOINT_URL, region, keys)."""
-    import boto3
-
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None, region_name=region)
+    """A boto3 S3 client configured only from the environment (through dagster-aws's S3Resource)."""
+    return s3_resource().get_client()
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -66,10 +82,17 @@ class InputsResource(dg.ConfigurableResource):
 
     def list_files(self) -> tuple[list[InputFile], list[str]]:
         """Candidate files, sorted by name, and warnings about entries that were skipped."""
+        files, skipped = self.list_files_detailed()
+        return files, [warning for _, warning in skipped]
+
+    def list_files_detailed(self) -> tuple[list[InputFile], list[tuple[str, str]]]:
+        """Candidate files, sorted by name, and (name, warning) for each entry skipped as unsafe."""
         return self._list_s3() if self.is_s3 else self._list_local()
 
     def read_bytes(self, name: str) -> bytes:
         if self.is_s3:
+            if escapes_root(name):
+                raise ValueError(f"{name!r} has a '..' or absolute part; refusing to read it")
             bucket, prefix = split_s3_uri(self.uri)
             key = f"{prefix}/{name}" if prefix else name
             return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -85,18 +108,18 @@ class InputsResource(dg.ConfigurableResource):
             raise ValueError(f"{name!r} resolves outside the input folder {root}; refusing to read it")
         return path
 
-    def _list_local(self) -> tuple[list[InputFile], list[str]]:
+    def _list_local(self) -> tuple[list[InputFile], list[tuple[str, str]]]:
         root = self._root()
         if not root.is_dir():
             return [], []
         files: list[InputFile] = []
-        warnings: list[str] = []
+        warnings: list[tuple[str, str]] = []
         for path in sorted(root.rglob("*")):
             name = path.relative_to(root).as_posix()
-            if not is_candidate(name) or any(part.startswith(".") for part in name.split("/")[:-1]):
+            if not is_candidate(name):
                 continue
             if path.is_symlink() and not path.resolve().is_relative_to(root):
-                warnings.append(f"skipped {name}: symlink to {path.resolve()} outside the input folder {root}")
+                warnings.append((name, f"skipped {name}: symlink to {path.resolve()} outside the input folder {root}"))
                 continue
             if not path.is_file():
                 continue
@@ -104,22 +127,28 @@ class InputsResource(dg.ConfigurableResource):
             files.append(InputFile(name=name, size=stat.st_size, mtime=stat.st_mtime))
         return files, warnings
 
-    def _list_s3(self) -> tuple[list[InputFile], list[str]]:
+    def _list_s3(self) -> tuple[list[InputFile], list[tuple[str, str]]]:
+        from dagster_aws.s3.sensor import get_objects
+
         bucket, prefix = split_s3_uri(self.uri)
-        client = s3_client()
         files: list[InputFile] = []
+        warnings: list[tuple[str, str]] = []
         start = f"{prefix}/" if prefix else ""
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=start):
-            for obj in page.get("Contents", []):
-                name = obj["Key"][len(start):]
-                if not name or name.endswith("/") or not is_candidate(name):
-                    continue
-                files.append(
-                    InputFile(
-                        name=name,
-                        size=int(obj["Size"]),
-                        mtime=obj["LastModified"].timestamp(),
-                        etag=str(obj.get("ETag", "")).strip('"') or None,
-                    )
+        for obj in get_objects(bucket=bucket, prefix=start, client=s3_client()):
+            name = obj["Key"][len(start):]
+            if not name or name.endswith("/") or not is_candidate(name):
+                continue
+            if escapes_root(name):
+                # A key like `incoming/../x.jsonl` is a plain key to S3, but the same name would walk out of
+                # a folder if it were ever mirrored locally; it is never read.
+                warnings.append((name, f"skipped {self.display(name)}: name has a '..' or absolute part"))
+                continue
+            files.append(
+                InputFile(
+                    name=name,
+                    size=int(obj["Size"]),
+                    mtime=obj["LastModified"].timestamp(),
+                    etag=str(obj.get("ETag", "")).strip('"') or None,
                 )
-        return sorted(files, key=lambda f: f.name), []
+            )
+        return sorted(files, key=lambda f: f.name), warnings
