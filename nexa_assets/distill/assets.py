@@ -13,6 +13,7 @@ from nexa_assets.distill.pairs import METRICS, GateConfig, evaluate_pairs
 from nexa_assets.distill.task import OUTPUT_COLUMNS, format_messages, format_regeneration, request_id, templates
 from nexa_assets.metadata import counts, preview
 from nexa_resources.judge import JudgeResource
+from nexa_assets.rounds import resolve_round
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import run_sync
 from nexa_resources.teacher import TeacherResource
@@ -44,10 +45,12 @@ assert tuple(COMPLETION_SCHEMA) == OUTPUT_COLUMNS
 class CompletionsConfig(dg.Config):
     """Which prompts the teacher answers."""
 
-    round: int = Field(default=0, description="Feedback round (lineage).")
+    round: int | None = Field(default=None, description="Feedback round (lineage); unset: the run's nexa/round tag, else the latest round.")
     max_prompts: int | None = Field(default=None, description="Answer at most this many train prompts (by id).")
     per_cell: int | None = Field(
-        default=None, description="Answer at most this many train prompts per (domain, task_type) cell."
+        default=None,
+        description="Answer at most this many seed/file train prompts per (domain, task_type) cell; "
+        "prompts bought by the feedback loop are always answered.",
     )
     batch_size: int = Field(default=32, gt=0, description="Rows merged into the lake per batch while collecting.")
     domains: list[str] | None = Field(default=None, description="Only these domains (all when unset).")
@@ -128,11 +131,14 @@ def distill_completions(
     if config.domains:
         prompts = prompts.filter(pl.col("domain").is_in(config.domains))
     if config.per_cell is not None:
-        prompts = prompts.filter(pl.int_range(pl.len()).over("domain", "task_type") < config.per_cell)
+        # The cap thins the seed and file prompts; prompts the feedback loop bought are always answered.
+        bought = pl.col("origin") == "feedback"
+        rank = pl.int_range(pl.len()).over("domain", "task_type", bought)
+        prompts = prompts.filter(bought | (rank < config.per_cell))
     if config.max_prompts is not None:
         prompts = prompts.head(config.max_prompts)
     requests = teacher_requests(prompts, teacher)
-    lineage = Lineage(run_id=context.run.run_id, round=config.round)
+    lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
     cached, stats = collect_into_lake(context, lake, teacher, requests, lineage, config.batch_size)
 
     table = lake.read("distill/completions", missing_ok=True)
@@ -177,7 +183,7 @@ def distill_completions(
 class PairsConfig(dg.Config):
     """Filters, judge thresholds and regeneration."""
 
-    round: int = 0
+    round: int | None = Field(default=None, description="Feedback round (lineage); unset: the run's nexa/round tag, else the latest round.")
     regenerate: int = Field(default=1, ge=0, description="How many times a rejected pair is asked again.")
     min_chars: int = 150
     max_chars: int = 6000
@@ -235,7 +241,7 @@ def distill_pairs(
     judge: JudgeResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Filter and judge new completions, regenerate rejected ones, and merge the pairs."""
-    lineage = Lineage(run_id=context.run.run_id, round=config.round)
+    lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
     filters, gate = config.filters(), config.gate()
     existing = lake.read("distill/pairs", missing_ok=True)
     judged = set(existing["request_id"]) if existing.height else set()

@@ -8,10 +8,12 @@ import polars as pl
 from pydantic import Field
 
 from nexa_assets.metadata import counts, preview
+from nexa_assets.raw.feedback import Fulfilment, fulfil_requests
 from nexa_assets.raw.ingest import PROMPT_SCHEMA, REJECT_SCHEMA, GenerationRequest, ingest
 from nexa_assets.raw.validate import ValidationRules
 from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
 from nexa_resources.inputs import InputsResource
+from nexa_assets.rounds import resolve_round
 from nexa_resources.lake import LakeResource, Lineage
 
 PROMPTS = dg.AssetKey(["raw", "prompts"])
@@ -21,7 +23,7 @@ REJECTS = dg.AssetKey(["raw", "rejects"])
 class RawPromptsConfig(dg.Config):
     """How raw prompts are gathered and validated."""
 
-    round: int = Field(default=0, description="Feedback round these rows belong to (0 for the first).")
+    round: int | None = Field(default=None, description="Feedback round (lineage); unset: the run's nexa/round tag, else the latest round.")
     include_seed_pack: bool = Field(default=True, description="Ingest the built-in seed pack.")
     generated_per_cell: int = Field(
         default=0, ge=0, description="Extra generator prompts per (domain, task_type) cell; always split 'train'."
@@ -33,6 +35,9 @@ class RawPromptsConfig(dg.Config):
     eval_fraction: float = Field(default=0.15, ge=0.0, lt=1.0, description="Share of seed/file prompts held out.")
     max_instruction_chars: int = Field(default=2000, gt=0)
     max_context_chars: int = Field(default=4000, gt=0)
+    fulfil_feedback_requests: bool = Field(
+        default=True, description="Generate targeted prompts for the open rows of feedback/requests."
+    )
     max_reject_rate: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Asset check fails when this run rejects more than this share."
     )
@@ -102,9 +107,10 @@ def raw_prompts(
         f"{result.prompts.height} valid, {result.rejects.height} rejected"
     )
 
-    lineage = Lineage(run_id=context.run.run_id, round=config.round)
+    lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
     wrote = lake.write("raw/prompts", result.prompts, mode="merge", lineage=lineage, update_matched=False)
     wrote_rejects = lake.write("raw/rejects", result.rejects, mode="merge", lineage=lineage)
+    fed = _fulfil_feedback(context, lake, rules) if config.fulfil_feedback_requests else None
     table = lake.read("raw/prompts")
     rejects_table = lake.read("raw/rejects")
     context.log.info(f"raw/prompts v{wrote.version}: {wrote.inserted} new rows, {table.height} in all")
@@ -115,7 +121,9 @@ def raw_prompts(
             **wrote.metadata(),
             "dagster/row_count": table.height,
             "rows_read": result.rows_read,
-            "new_prompts": wrote.inserted,
+            "new_prompts": wrote.inserted + (fed.prompts.height if fed else 0),
+            "feedback_prompts": fed.prompts.height if fed else 0,
+            "feedback_requests_fulfilled": fed.requests.height if fed else 0,
             "files": dg.MetadataValue.json(names),
             "by_source": dg.MetadataValue.json(result.by_source),
             "by_cell_and_split": counts(table, ["domain", "task_type", "split"]),
@@ -152,6 +160,30 @@ def raw_prompts(
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"reject_rate": round(result.reject_rate, 4), "threshold": config.max_reject_rate},
     )
+
+
+def _fulfil_feedback(context: dg.AssetExecutionContext, lake: LakeResource, rules: ValidationRules) -> Fulfilment | None:
+    """Generate the prompts that open feedback requests ask for, then mark those requests done."""
+    requests = lake.read("feedback/requests", missing_ok=True)
+    if requests.is_empty() or requests.filter(pl.col("status") == "open").is_empty():
+        return None
+    existing = lake.read("raw/prompts", columns=["prompt_id", "locator"])
+    fed = fulfil_requests(requests, dict(existing.iter_rows()), run_id=context.run.run_id, rules=rules)
+    for (for_round,), prompts in fed.prompts.partition_by("for_round", as_dict=True).items():
+        lake.write(
+            "raw/prompts",
+            prompts.drop("for_round"),
+            mode="merge",
+            lineage=Lineage(run_id=context.run.run_id, round=int(for_round)),
+            update_matched=False,
+        )
+    # The request rows keep their own lineage (the round that found the weakness); fulfilled_by says who did it.
+    lake.write("feedback/requests", fed.requests, mode="merge")
+    cells = ", ".join(f"{r['domain']}/{r['task_type']} ×{len(r['prompt_ids'])}" for r in fed.requests.iter_rows(named=True))
+    context.log.info(f"feedback: {fed.prompts.height} targeted prompts for {fed.requests.height} requests ({cells})")
+    for cell, missing in fed.short.items():
+        context.log.warning(f"feedback: the generator has no more distinct prompts for {cell} ({missing} short)")
+    return fed
 
 
 __all__ = ["raw_prompts", "RawPromptsConfig", "REJECT_SCHEMA"]

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from nexa_assets.metadata import counts, preview
 from nexa_assets.sft.package import EXAMPLE_SCHEMA, EvalIndex, SftConfig, build_examples
+from nexa_assets.rounds import resolve_round
 from nexa_resources.lake import LakeResource, Lineage
 
 EXAMPLES = dg.AssetKey(["sft", "examples"])
@@ -15,7 +16,7 @@ PAIRS = dg.AssetKey(["distill", "pairs"])
 
 
 class ExamplesConfig(dg.Config):
-    round: int = 0
+    round: int | None = Field(default=None, description="Feedback round (lineage); unset: the run's nexa/round tag, else the latest round.")
     val_fraction: float = Field(default=0.1, ge=0, lt=1)
     contamination_ngram: int = Field(default=12, ge=5, description="Shared word run that counts as contamination.")
     near_duplicate_threshold: float = 0.85
@@ -53,7 +54,7 @@ def sft_examples(
         "sft/examples",
         examples,
         mode="merge",
-        lineage=Lineage(run_id=context.run.run_id, round=config.round),
+        lineage=Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake)),
         update_matched=False,
         delete_unmatched=True,
     )

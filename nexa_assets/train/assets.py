@@ -11,6 +11,7 @@ from nexa_assets.train.local import TrainingCompute
 from nexa_assets.train.presets import DEFAULT_PRESET, PRESETS
 from nexa_assets.train.register import artifact_uri, checkpoint_id, checkpoint_row
 from nexa_assets.train.report import loss_plot_markdown
+from nexa_assets.rounds import resolve_round
 from nexa_resources.lake import LakeResource, Lineage
 
 CHECKPOINTS = dg.AssetKey(["train", "checkpoints"])
@@ -40,7 +41,7 @@ class CheckpointConfig(dg.Config):
     output_uri: str | None = Field(
         default=None, description="Where the checkpoint goes (default <lake root>/train/artifacts/<checkpoint_id>)."
     )
-    round: int = Field(default=0, description="Feedback round (lineage).")
+    round: int | None = Field(default=None, description="Feedback round (lineage); unset: the run's nexa/round tag, else the latest round.")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -145,7 +146,7 @@ def train_checkpoints(
         "train/checkpoints",
         checkpoint_row(checkpoint, uri, result),
         mode="merge",
-        lineage=Lineage(run_id=context.run.run_id, round=config.round),
+        lineage=Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake)),
     )
     context.log.info(
         f"checkpoint {checkpoint}: {result.get('steps')} steps, train loss {result.get('train_loss')}, "

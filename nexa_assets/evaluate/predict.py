@@ -1,0 +1,94 @@
+"""Answers of a model (a trained checkpoint or an external OpenAI-compatible model) to the eval prompts.
+
+The request is formatted exactly as the teacher's was (same system prompt and task template), so a
+student is asked in the format it was trained on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import polars as pl
+from tqdm.auto import tqdm
+
+from nexa_assets.distill.task import cost_usd, format_messages, messages, parse_answer
+from nexa_assets.evaluate.schema import PREDICTION_SCHEMA
+from nexa_assets.text import content_hash
+from nexa_resources.llm_client import ChatClient, SamplingParams
+
+MODEL_KINDS: tuple[str, ...] = ("checkpoint", "external")
+
+
+def eval_set_hash(prompt_ids: Sequence[str]) -> str:
+    """The identity of an eval set: metrics are comparable only when computed on the same one."""
+    return "es-" + content_hash(*sorted(prompt_ids))[:12]
+
+
+def pending_prompts(prompts: pl.DataFrame, answered: pl.DataFrame, model_id: str) -> pl.DataFrame:
+    """Eval prompts this model has no successful answer for yet (re-runs send only those)."""
+    if answered.is_empty():
+        return prompts
+    done = answered.filter((pl.col("model_id") == model_id) & pl.col("error").is_null())["prompt_id"]
+    return prompts.filter(~pl.col("prompt_id").is_in(done.implode()))
+
+
+async def predict(
+    prompts: pl.DataFrame,
+    client: ChatClient,
+    params: SamplingParams,
+    *,
+    model_id: str,
+    model_kind: str,
+    checkpoint_id: str | None,
+    price: tuple[float, float] | None = None,
+    log: Callable[[str], None] | None = None,
+    log_every_s: float = 10.0,
+    progress: bool = True,
+) -> pl.DataFrame:
+    """One PREDICTION_SCHEMA row per prompt: the answer with finish_reason and usage, or its error."""
+    if model_kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model_kind {model_kind!r}: valid values are {', '.join(MODEL_KINDS)}")
+    by_id = {row["prompt_id"]: row for row in prompts.iter_rows(named=True)}
+    items = [(pid, messages(*format_messages(row))) for pid, row in by_id.items()]
+    rows: list[dict[str, Any]] = []
+    started = last_log = time.monotonic()
+    tokens = 0
+    bar = tqdm(total=len(items), desc=f"eval {model_id}", unit="prompt", disable=not progress, mininterval=1.0)
+    try:
+        async for pid, result in client.stream(items, params):
+            text, error = parse_answer(result)
+            row = by_id[pid]
+            tokens += result.completion_tokens
+            rows.append(
+                {
+                    "model_id": model_id,
+                    "prompt_id": pid,
+                    "model_kind": model_kind,
+                    "checkpoint_id": checkpoint_id,
+                    "domain": row["domain"],
+                    "task_type": row["task_type"],
+                    # An empty answer is still an answer to judge (it scores low), not a failed request.
+                    "prediction": text if text is not None else ("" if result.ok else None),
+                    "finish_reason": result.finish_reason,
+                    "prompt_tokens": result.prompt_tokens,
+                    "completion_tokens": result.completion_tokens,
+                    "latency_ms": result.latency_ms,
+                    "cost_usd": cost_usd(result.prompt_tokens, result.completion_tokens, price),
+                    "error": None if result.ok else error,
+                    "eval_set": row["eval_set"],
+                }
+            )
+            bar.update(1)
+            now = time.monotonic()
+            if log is not None and (now - last_log >= log_every_s or len(rows) == len(items)):
+                elapsed = now - started
+                log(
+                    f"{model_id}: {len(rows)}/{len(items)} eval prompts answered, "
+                    f"{len(rows) / elapsed:.2f} prompts/s, {tokens / elapsed:.1f} tokens/s"
+                )
+                last_log = now
+    finally:
+        bar.close()
+    return pl.DataFrame(rows, schema=PREDICTION_SCHEMA)

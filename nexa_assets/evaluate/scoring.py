@@ -1,0 +1,111 @@
+"""Judge verdicts → eval/scores rows, and scores → eval/metrics rows (mean, n, 95% CI per cell)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+
+from nexa_assets.evaluate.rubric import JudgeVerdict
+from nexa_assets.evaluate.schema import METRIC_SCHEMA, SCORE_SCHEMA
+from nexa_assets.evaluate.stats import mean_ci
+
+PREDICTION_FAILED = "prediction_failed"
+
+
+def judge_items(predictions: pl.DataFrame, prompts: pl.DataFrame) -> list[dict[str, Any]]:
+    """What the judge sees for each answered prediction: task type, instruction, context, answer."""
+    joined = predictions.join(
+        prompts.select("prompt_id", "instruction", "context"), on="prompt_id", how="left", validate="m:1"
+    )
+    missing = joined.filter(pl.col("instruction").is_null())
+    if missing.height:
+        raise ValueError(
+            f"{missing.height} predictions have no eval prompt (e.g. prompt_id {missing['prompt_id'][0]}): "
+            "re-materialize eval/prompts"
+        )
+    return [
+        {
+            "task_type": row["task_type"],
+            "instruction": row["instruction"],
+            "context": row["context"],
+            "answer": row["prediction"],
+            "finish_reason": row["finish_reason"],
+        }
+        for row in joined.iter_rows(named=True)
+    ]
+
+
+def score_rows(
+    predictions: pl.DataFrame,
+    verdicts: Sequence[JudgeVerdict | None],
+    *,
+    metrics: Sequence[str],
+    judge_model: str,
+    rubric_version: str,
+) -> pl.DataFrame:
+    """One row per (prediction, metric). A prediction that failed, or a verdict the judge could not give,
+    becomes rows with a null score and the reason in `error`: recorded, never a 0 averaged in."""
+    if len(verdicts) != predictions.height:
+        raise ValueError(f"{len(verdicts)} verdicts for {predictions.height} predictions")
+    rows: list[dict[str, Any]] = []
+    for prediction, verdict in zip(predictions.iter_rows(named=True), verdicts, strict=True):
+        if prediction["error"] is not None or verdict is None:
+            error = f"{PREDICTION_FAILED}: {prediction['error'] or 'no answer'}"
+            scores: dict[str, int] | None = None
+            lacking: dict[str, str] = {}
+        else:
+            error, scores, lacking = verdict.error, verdict.scores, verdict.lacking
+        for metric in metrics:
+            rows.append(
+                {
+                    "model_id": prediction["model_id"],
+                    "prompt_id": prediction["prompt_id"],
+                    "metric": metric,
+                    "domain": prediction["domain"],
+                    "task_type": prediction["task_type"],
+                    "judge_model": judge_model,
+                    "rubric_version": rubric_version,
+                    "score": scores.get(metric) if scores else None,
+                    "rationale": lacking.get(metric),
+                    "error": None if scores else (error or "judge_unparsable: no scores"),
+                    "truncated": prediction["finish_reason"] == "length",
+                    "eval_set": prediction["eval_set"],
+                }
+            )
+    return pl.DataFrame(rows, schema=SCORE_SCHEMA)
+
+
+def cell_metrics(scores: pl.DataFrame, models: pl.DataFrame, scale: tuple[int, int] = (1, 5)) -> pl.DataFrame:
+    """Aggregate scores per (model_id, domain, task_type, metric).
+
+    `models` maps model_id to model_kind and checkpoint_id. Failed verdicts count in `judge_failures`, not
+    in the mean; `truncation_rate` is the share of the cell's predictions cut at max_tokens.
+    """
+    keys = ["model_id", "domain", "task_type", "metric"]
+    rows: list[dict[str, Any]] = []
+    kinds = {r["model_id"]: r for r in models.iter_rows(named=True)}
+    for group in scores.partition_by(keys, maintain_order=True):
+        first = group.row(0, named=True)
+        valid = group["score"].drop_nulls().cast(pl.Float64).to_list()
+        stats = mean_ci(valid, (float(scale[0]), float(scale[1])))
+        model = kinds.get(first["model_id"], {})
+        rows.append(
+            {
+                **{k: first[k] for k in keys},
+                "model_kind": model.get("model_kind"),
+                "checkpoint_id": model.get("checkpoint_id"),
+                "mean": stats.mean,
+                "n": stats.n,
+                "std": stats.std,
+                "ci_low": stats.ci_low,
+                "ci_high": stats.ci_high,
+                "judge_failures": group["score"].null_count(),
+                "truncation_rate": float(group["truncated"].mean() or 0.0),
+                "judge_model": first["judge_model"],
+                "rubric_version": first["rubric_version"],
+                "eval_set": first["eval_set"],
+            }
+        )
+    return pl.DataFrame(rows, schema=METRIC_SCHEMA)
