@@ -1,0 +1,300 @@
+"""What the pages show, computed from lake tables: plain polars in, polars out (no Streamlit here)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import polars as pl
+
+from nexa_assets.distill.pairs import METRICS
+from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
+
+_Z975 = 1.959964
+
+
+def _t95(df: int) -> float:
+    """The 95% Student-t multiplier the metrics table itself uses (nexa_assets.evaluate.stats)."""
+    try:
+        from nexa_assets.evaluate.stats import t_critical_95
+    except ImportError:  # the evaluate package predates its stats module: normal approximation
+        return _Z975
+    return t_critical_95(df)
+
+
+def pooled(means: Sequence[float], stds: Sequence[float | None], ns: Sequence[int]) -> tuple[float, int, float | None]:
+    """Mean, n and sample std of the union of groups given each group's mean, std and n (exact)."""
+    groups = [(m, s, n) for m, s, n in zip(means, stds, ns) if m is not None and n]
+    total = sum(n for _, _, n in groups)
+    if not total:
+        return math.nan, 0, None
+    mean = math.fsum(m * n for m, _, n in groups) / total
+    if total < 2:
+        return mean, total, None
+    ss = math.fsum((n - 1) * (s or 0.0) ** 2 + n * (m - mean) ** 2 for m, s, n in groups)
+    return mean, total, math.sqrt(ss / (total - 1))
+
+
+def _ci(mean: float, n: int, std: float | None) -> tuple[float | None, float | None]:
+    if n < 2 or std is None:
+        return (1.0, 5.0) if n == 1 else (None, None)
+    half = _t95(n - 1) * std / math.sqrt(n)
+    return max(1.0, mean - half), min(5.0, mean + half)
+
+
+def _pool(frame: pl.DataFrame) -> dict[str, float | int | None]:
+    std = frame["std"].to_list() if "std" in frame.columns else [None] * frame.height
+    mean, n, sd = pooled(frame["mean"].to_list(), std, frame["n"].to_list())
+    low, high = _ci(mean, n, sd)
+    return {"mean": mean, "n": n, "ci_low": low, "ci_high": high}
+
+
+def model_metrics(metrics: pl.DataFrame) -> pl.DataFrame:
+    """One row per (model_id, metric): the cells pooled (n-weighted mean, 95% t-interval over all prompts)."""
+    rows = []
+    for (model_id, metric), group in metrics.group_by(["model_id", "metric"], maintain_order=True):
+        rows.append({"model_id": model_id, "metric": metric, **_pool(group)})
+    order = {m: i for i, m in enumerate(METRICS)}
+    return pl.DataFrame(
+        rows,
+        schema={"model_id": pl.String, "metric": pl.String, "mean": pl.Float64, "n": pl.Int64,
+                "ci_low": pl.Float64, "ci_high": pl.Float64},
+    ).sort(pl.col("metric").replace_strict(order, default=len(order)), "model_id")
+
+
+def leaderboard(
+    metrics: pl.DataFrame, checkpoints: pl.DataFrame | None = None, predictions: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """One row per evaluated model, best overall first: overall score with its 95% CI, per-metric means,
+    truncation rate, judge failures, and what it cost (GPU $ to train a checkpoint, $ for its eval answers)."""
+    rows = []
+    for (model_id,), group in metrics.group_by(["model_id"], maintain_order=True):
+        overall = _pool(group)
+        cells = group.unique(["domain", "task_type"], keep="first")
+        answered = cells["n"] + cells["judge_failures"].fill_null(0)
+        truncation = (
+            float((cells["truncation_rate"].fill_null(0.0) * answered).sum() / answered.sum())
+            if answered.sum() else 0.0
+        )
+        row: dict[str, object] = {
+            "model_id": model_id,
+            "model_kind": group["model_kind"][0] if "model_kind" in group.columns else None,
+            "checkpoint_id": group["checkpoint_id"][0] if "checkpoint_id" in group.columns else None,
+            "round": int(group["round"].max()) if "round" in group.columns else None,
+            "overall": overall["mean"],
+            "ci_low": overall["ci_low"],
+            "ci_high": overall["ci_high"],
+            "n": overall["n"],
+        }
+        for metric in METRICS:
+            sub = group.filter(pl.col("metric") == metric)
+            row[metric] = _pool(sub)["mean"] if sub.height else None
+        row["truncation_rate"] = truncation
+        row["judge_failures"] = int(group["judge_failures"].fill_null(0).sum())
+        rows.append(row)
+    schema = {
+        "model_id": pl.String, "model_kind": pl.String, "checkpoint_id": pl.String, "round": pl.Int64,
+        "overall": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "n": pl.Int64,
+        **{m: pl.Float64 for m in METRICS}, "truncation_rate": pl.Float64, "judge_failures": pl.Int64,
+    }
+    board = pl.DataFrame(rows, schema=schema)
+    train_cost = pl.DataFrame(schema={"checkpoint_id": pl.String, "train_usd": pl.Float64})
+    if checkpoints is not None and not checkpoints.is_empty():
+        train_cost = checkpoints.group_by("checkpoint_id").agg(pl.col("cost_usd").fill_null(0.0).sum().alias("train_usd"))
+    eval_cost = pl.DataFrame(schema={"model_id": pl.String, "eval_usd": pl.Float64})
+    if predictions is not None and not predictions.is_empty():
+        eval_cost = predictions.group_by("model_id").agg(pl.col("cost_usd").fill_null(0.0).sum().alias("eval_usd"))
+    return (
+        board.join(train_cost, on="checkpoint_id", how="left")
+        .join(eval_cost, on="model_id", how="left")
+        .sort("overall", descending=True, nulls_last=True)
+    )
+
+
+def latest_checkpoint(metrics: pl.DataFrame) -> str | None:
+    """The most recent evaluated checkpoint (highest round, then newest row), else any model."""
+    if metrics.is_empty():
+        return None
+    ranked = metrics.with_columns(pl.col("model_kind").eq("checkpoint").alias("_ckpt")).sort(
+        ["_ckpt", "round", "created_at"], descending=True
+    )
+    return ranked["model_id"][0]
+
+
+def cell_grid(metrics: pl.DataFrame, model_id: str, metric: str, weaknesses: pl.DataFrame | None = None) -> pl.DataFrame:
+    """domain × task_type for one model and metric: mean, CI, n, and weak/pass from feedback/weaknesses."""
+    grid = metrics.filter((pl.col("model_id") == model_id) & (pl.col("metric") == metric)).select(
+        "domain", "task_type", "mean", "ci_low", "ci_high", "n"
+    )
+    status = pl.DataFrame(schema={"domain": pl.String, "task_type": pl.String, "status": pl.String,
+                                  "threshold": pl.Float64})
+    if weaknesses is not None and not weaknesses.is_empty():
+        status = (
+            weaknesses.filter((pl.col("model_id") == model_id) & (pl.col("metric") == metric))
+            .sort("round")
+            .unique(["domain", "task_type"], keep="last")
+            .select("domain", "task_type", "status", "threshold")
+        )
+    order = {d: i for i, d in enumerate(DOMAINS)}
+    return grid.join(status, on=["domain", "task_type"], how="left").sort(
+        pl.col("domain").replace_strict(order, default=len(order)), "task_type"
+    )
+
+
+def cell_history(
+    weaknesses: pl.DataFrame, metrics: pl.DataFrame, domain: str, task_type: str, metric: str
+) -> pl.DataFrame:
+    """One cell's score per feedback round with the threshold it was held to (feedback/weaknesses), or,
+    before any feedback ran, each evaluated checkpoint's mean by its round (eval/metrics)."""
+    cell = (pl.col("domain") == domain) & (pl.col("task_type") == task_type) & (pl.col("metric") == metric)
+    if not weaknesses.is_empty() and weaknesses.filter(cell).height:
+        return (
+            weaknesses.filter(cell)
+            .select("round", "model_id", "score", "threshold", "status", "ci_low", "ci_high")
+            .sort("round")
+        )
+    if metrics.is_empty():
+        return pl.DataFrame()
+    return (
+        metrics.filter(cell & (pl.col("model_kind") == "checkpoint"))
+        .select("round", "model_id", pl.col("mean").alias("score"), "ci_low", "ci_high")
+        .sort("round")
+    )
+
+
+def weak_cells(weaknesses: pl.DataFrame) -> pl.DataFrame:
+    """The weak cells of the latest round, largest gap first."""
+    if weaknesses.is_empty():
+        return weaknesses
+    last = weaknesses["round"].max()
+    return (
+        weaknesses.filter((pl.col("round") == last) & (pl.col("status") == "weak"))
+        .select("round", "domain", "task_type", "metric", "model_id", "score", "threshold", "gap")
+        .sort("gap", descending=True)
+    )
+
+
+def reject_reasons(pairs: pl.DataFrame) -> list[str]:
+    if pairs.is_empty():
+        return []
+    return sorted(pairs["reject_reasons"].explode().drop_nulls().unique().to_list())
+
+
+def filter_pairs(
+    pairs: pl.DataFrame,
+    *,
+    domain: str | None = None,
+    task_type: str | None = None,
+    passed: bool | None = None,
+    reasons: Sequence[str] = (),
+    rounds: Sequence[int] = (),
+) -> pl.DataFrame:
+    """Pairs matching every filter given (None / empty = any); `reasons` matches a pair with any of them."""
+    out = pairs
+    if domain:
+        out = out.filter(pl.col("domain") == domain)
+    if task_type:
+        out = out.filter(pl.col("task_type") == task_type)
+    if passed is not None:
+        out = out.filter(pl.col("passed") == passed)
+    if reasons:
+        out = out.filter(pl.col("reject_reasons").list.eval(pl.element().is_in(list(reasons))).list.any())
+    if rounds:
+        out = out.filter(pl.col("round").is_in(list(rounds)))
+    return out
+
+
+def completions_with_cells(completions: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
+    """Completions with their prompt's domain and task type (completions only carry prompt_id)."""
+    if completions.is_empty():
+        return completions
+    if prompts.is_empty():
+        return completions.with_columns(pl.lit(None, pl.String).alias("domain"), pl.lit(None, pl.String).alias("task_type"))
+    return completions.join(prompts.select("prompt_id", "domain", "task_type"), on="prompt_id", how="left")
+
+
+def regeneration_chain(completions: pl.DataFrame, request_id: str) -> list[str]:
+    """Every request in the pair's regeneration chain, oldest first: the originals it was regenerated
+    from, itself, then the regenerations made from it."""
+    if completions.is_empty() or "regenerated_from" not in completions.columns:
+        return [request_id]
+    parent = dict(zip(completions["request_id"].to_list(), completions["regenerated_from"].to_list()))
+    children: dict[str, list[str]] = {}
+    for child, par in parent.items():
+        if par:
+            children.setdefault(par, []).append(child)
+    back: list[str] = []
+    seen = {request_id}
+    current = parent.get(request_id)
+    while current and current not in seen:
+        back.append(current)
+        seen.add(current)
+        current = parent.get(current)
+    forward: list[str] = []
+    queue = list(children.get(request_id, []))
+    while queue:
+        nxt = queue.pop(0)
+        if nxt in seen:
+            continue
+        seen.add(nxt)
+        forward.append(nxt)
+        queue.extend(children.get(nxt, []))
+    return [*reversed(back), request_id, *forward]
+
+
+def teacher_costs(completions: pl.DataFrame) -> pl.DataFrame:
+    """Teacher requests, tokens and $ by (round, teacher_model)."""
+    if completions.is_empty():
+        return completions
+    return (
+        completions.group_by("round", "teacher_model")
+        .agg(
+            pl.len().alias("requests"),
+            pl.col("prompt_tokens").fill_null(0).sum().alias("prompt_tokens"),
+            pl.col("completion_tokens").fill_null(0).sum().alias("completion_tokens"),
+            pl.col("cost_usd").fill_null(0.0).sum().alias("cost_usd"),
+        )
+        .sort("round", "teacher_model")
+    )
+
+
+def eval_costs(predictions: pl.DataFrame) -> pl.DataFrame:
+    """Evaluation answers: tokens and $ by (round, model_id)."""
+    if predictions.is_empty():
+        return predictions
+    return (
+        predictions.group_by("round", "model_id", "model_kind")
+        .agg(
+            pl.len().alias("predictions"),
+            pl.col("completion_tokens").fill_null(0).sum().alias("completion_tokens"),
+            pl.col("cost_usd").fill_null(0.0).sum().alias("cost_usd"),
+        )
+        .sort("round", "model_id")
+    )
+
+
+def gpu_costs(checkpoints: pl.DataFrame) -> pl.DataFrame:
+    """GPU $ per checkpoint, with where it ran and for how long."""
+    if checkpoints.is_empty():
+        return checkpoints
+    return checkpoints.select(
+        "checkpoint_id", "round", "backend", "cloud", "accelerator", "price_per_hour", "wall_s",
+        pl.col("cost_usd").fill_null(0.0),
+    ).sort("round", "checkpoint_id")
+
+
+def loss_curves(curves: dict[str, list[list[float]]]) -> pl.DataFrame:
+    """checkpoint_id → [[step, loss], …] as long rows for a line chart."""
+    rows = [
+        {"checkpoint_id": ckpt, "step": int(step), "loss": float(loss)}
+        for ckpt, curve in curves.items()
+        for step, loss in curve
+    ]
+    return pl.DataFrame(rows, schema={"checkpoint_id": pl.String, "step": pl.Int64, "loss": pl.Float64})
+
+
+__all__ = [
+    "DOMAINS", "TASK_TYPES", "METRICS", "leaderboard", "model_metrics", "cell_grid", "cell_history", "weak_cells",
+    "filter_pairs", "reject_reasons", "regeneration_chain", "completions_with_cells", "teacher_costs",
+    "eval_costs", "gpu_costs", "loss_curves", "latest_checkpoint", "pooled",
+]

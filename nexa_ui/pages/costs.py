@@ -1,0 +1,55 @@
+"""Costs: teacher tokens and $ by round and model, evaluation answers, GPU $ by checkpoint."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from nexa_ui import charts, common, data, derive
+
+st.title("Costs")
+
+completions = data.read("distill/completions")
+checkpoints = data.read("train/checkpoints")
+predictions = data.read("eval/predictions")
+
+if completions.is_empty() and checkpoints.is_empty():
+    common.empty_state(["distill/completions", "train/checkpoints"], "nothing has been bought yet")
+else:
+    teacher = derive.teacher_costs(completions)
+    gpu = derive.gpu_costs(checkpoints)
+    evals = derive.eval_costs(predictions)
+    teacher_usd = float(teacher["cost_usd"].sum()) if not teacher.is_empty() else 0.0
+    gpu_usd = float(gpu["cost_usd"].sum()) if not gpu.is_empty() else 0.0
+    eval_usd = float(evals["cost_usd"].sum()) if not evals.is_empty() else 0.0
+    cols = st.columns(4)
+    cols[0].metric("Total", common.fmt_usd(teacher_usd + gpu_usd + eval_usd))
+    cols[1].metric("Teacher", common.fmt_usd(teacher_usd))
+    cols[2].metric("GPU", common.fmt_usd(gpu_usd))
+    tokens = (int(teacher["prompt_tokens"].sum() + teacher["completion_tokens"].sum())
+              if not teacher.is_empty() else 0)
+    cols[3].metric("Teacher tokens", common.fmt_int(tokens))
+
+    st.subheader("Teacher: tokens and $ by round and model")
+    if teacher.is_empty():
+        common.empty_state(["distill/completions"], "the teacher has not answered any prompt")
+    else:
+        st.dataframe(teacher, key="teacher_costs", hide_index=True, column_config={"cost_usd": common.USD})
+        left, right = st.columns(2)
+        left.altair_chart(charts.bars(teacher.with_columns(teacher["round"].cast(str)), "round",
+                                      "completion_tokens", color="teacher_model", title="completion tokens"))
+        right.altair_chart(charts.bars(teacher.with_columns(teacher["round"].cast(str)), "round", "cost_usd",
+                                       color="teacher_model", title="teacher $"))
+
+    st.subheader("GPU $ by checkpoint")
+    if gpu.is_empty():
+        common.empty_state(["train/checkpoints"], "no student has been trained")
+    else:
+        st.dataframe(gpu, key="gpu_costs", hide_index=True,
+                     column_config={"cost_usd": common.USD, "price_per_hour": common.USD})
+        st.altair_chart(charts.bars(gpu, "checkpoint_id", "cost_usd", title="GPU $"))
+
+    if not evals.is_empty():
+        st.subheader("Evaluation answers by round and model")
+        st.dataframe(evals, key="eval_costs", hide_index=True, column_config={"cost_usd": common.USD})
+    st.caption("Local runs cost $0: the embedded teacher and CPU training are free; SkyPilot runs record "
+               "the catalog $/hour × job duration, OpenAI-compatible teachers their token prices.")
