@@ -96,3 +96,10 @@ def fmt_int(value: int | float | None) -> str:
 SCORE = st.column_config.NumberColumn(format="%.2f")
 USD = st.column_config.NumberColumn(format="$%.4f")
 PCT = st.column_config.NumberColumn(format="percent")
+
+
+def show_table(frame: pl.DataFrame, key: str, **kwargs) -> None:
+    """st.dataframe inside a container keyed `key` (display tables have no key of their own: tests and
+    the page's CSS class `st-key-<key>` find it by this one)."""
+    with st.container(key=key):
+        st.dataframe(frame, hide_index=True, **kwargs)

@@ -27,8 +27,8 @@ if tables is not None:
 
     grid = derive.cell_grid(metrics, model, metric, weaknesses)
     st.altair_chart(charts.heatmap(grid, metric))
-    st.dataframe(
-        grid, key="cell_grid", hide_index=True,
+    common.show_table(
+        grid, key="cell_grid",
         column_config={"mean": common.SCORE, "ci_low": common.SCORE, "ci_high": common.SCORE,
                        "threshold": common.SCORE},
     )
@@ -51,7 +51,7 @@ if tables is not None:
         st.info(f"No checkpoint has a score for {domain} · {task_type} · {metric} yet.")
     else:
         st.altair_chart(charts.history(hist))
-        st.dataframe(hist, key="cell_history", hide_index=True,
+        common.show_table(hist, key="cell_history",
                      column_config={"score": common.SCORE, "threshold": common.SCORE,
                                     "ci_low": common.SCORE, "ci_high": common.SCORE})
     st.page_link(

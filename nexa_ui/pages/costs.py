@@ -33,7 +33,7 @@ else:
     if teacher.is_empty():
         common.empty_state(["distill/completions"], "the teacher has not answered any prompt")
     else:
-        st.dataframe(teacher, key="teacher_costs", hide_index=True, column_config={"cost_usd": common.USD})
+        common.show_table(teacher, key="teacher_costs", column_config={"cost_usd": common.USD})
         left, right = st.columns(2)
         left.altair_chart(charts.bars(teacher.with_columns(teacher["round"].cast(str)), "round",
                                       "completion_tokens", color="teacher_model", title="completion tokens"))
@@ -44,12 +44,12 @@ else:
     if gpu.is_empty():
         common.empty_state(["train/checkpoints"], "no student has been trained")
     else:
-        st.dataframe(gpu, key="gpu_costs", hide_index=True,
+        common.show_table(gpu, key="gpu_costs",
                      column_config={"cost_usd": common.USD, "price_per_hour": common.USD})
         st.altair_chart(charts.bars(gpu, "checkpoint_id", "cost_usd", title="GPU $"))
 
     if not evals.is_empty():
         st.subheader("Evaluation answers by round and model")
-        st.dataframe(evals, key="eval_costs", hide_index=True, column_config={"cost_usd": common.USD})
+        common.show_table(evals, key="eval_costs", column_config={"cost_usd": common.USD})
     st.caption("Local runs cost $0: the embedded teacher and CPU training are free; SkyPilot runs record "
                "the catalog $/hour × job duration, OpenAI-compatible teachers their token prices.")

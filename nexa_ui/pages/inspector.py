@@ -46,8 +46,8 @@ if tables is not None:
         m3.metric("Rejected", filtered.height - int(filtered["passed"].sum()))
         shown_cols = ["request_id", "round", "domain", "task_type", "passed", "reject_reasons",
                       *[f"score_{m}" for m in derive.METRICS], "judge_mean", "regenerated_from", "prompt_id"]
-        st.dataframe(filtered.select([c for c in shown_cols if c in filtered.columns]), key="pairs",
-                     hide_index=True, column_config={"judge_mean": common.SCORE})
+        common.show_table(filtered.select([c for c in shown_cols if c in filtered.columns]), key="pairs",
+                     column_config={"judge_mean": common.SCORE})
 
         st.subheader("One pair")
         if filtered.is_empty():
@@ -120,9 +120,9 @@ if tables is not None:
             if rounds:
                 cells = cells.filter(pl.col("round").is_in(rounds))
             st.metric("Completions shown", cells.height)
-            st.dataframe(
+            common.show_table(
                 cells.select("request_id", "round", "domain", "task_type", "teacher_model", "finish_reason",
                              "prompt_tokens", "completion_tokens", "latency_ms", "cost_usd", "attempts", "error",
                              "regenerated_from", "completion"),
-                key="completions", hide_index=True, column_config={"cost_usd": common.USD},
+                key="completions", column_config={"cost_usd": common.USD},
             )

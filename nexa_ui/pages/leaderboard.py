@@ -22,11 +22,10 @@ if tables is not None:
     eval_sets = metrics["eval_set"].n_unique() if "eval_set" in metrics.columns else 1
     cols[3].metric("Eval sets", eval_sets, help="Scores are comparable only within one eval set.")
 
-    st.dataframe(
+    common.show_table(
         board,
         key="leaderboard",
-        hide_index=True,
-        column_config={
+                column_config={
             "overall": common.SCORE, "ci_low": common.SCORE, "ci_high": common.SCORE,
             **{m: common.SCORE for m in derive.METRICS},
             "truncation_rate": common.PCT, "train_usd": common.USD, "eval_usd": common.USD,
@@ -37,7 +36,7 @@ if tables is not None:
     per_metric = derive.model_metrics(metrics)
     st.altair_chart(charts.metric_cis(per_metric))
     with st.expander("Per-metric table"):
-        st.dataframe(per_metric, key="per_metric", hide_index=True,
+        common.show_table(per_metric, key="per_metric",
                      column_config={"mean": common.SCORE, "ci_low": common.SCORE, "ci_high": common.SCORE})
 
     st.subheader("Weak cells")

@@ -43,6 +43,6 @@ else:
         if not isinstance(result, pl.DataFrame):  # a scalar-only statement
             result = pl.DataFrame({"result": [result]})
         st.caption(f"{result.height:,} rows")
-        st.dataframe(result, key="sql_table", hide_index=True)
+        common.show_table(result, key="sql_table")
         st.download_button("Download CSV", result.to_pandas().to_csv(index=False).encode(), file_name="nexa_query.csv",
                            mime="text/csv", key="sql_csv")

@@ -30,15 +30,14 @@ if tables is not None:
         st.info("No checkpoint has a metrics.json with a loss curve next to its weights (the `uri` column).")
 
     st.subheader("Checkpoints")
-    st.dataframe(
+    common.show_table(
         checkpoints.select(
             "checkpoint_id", "round", "preset", "base_model", "sft_version", "rows", "backend", "cloud", "region",
             "accelerator", "price_per_hour", "wall_s", "cost_usd", "steps", "tokens", "tokens_per_s", "train_loss",
             "val_loss", "uri",
         ),
         key="checkpoints",
-        hide_index=True,
-        column_config={"cost_usd": common.USD, "price_per_hour": common.USD,
+                column_config={"cost_usd": common.USD, "price_per_hour": common.USD,
                        "tokens_per_s": st.column_config.NumberColumn(format="%.0f")},
     )
     st.subheader("Throughput")

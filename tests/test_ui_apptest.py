@@ -1,0 +1,280 @@
+"""Every dashboard page under Streamlit's AppTest on a fixture lake: what a page shows equals the tables.
+
+Expected values are computed here straight from the Delta tables with polars (not through nexa_ui), so a
+page that drops, double counts or mislabels rows fails.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import polars as pl
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from nexa_assets.distill.pairs import METRICS
+from tests import ui_lake
+
+APP = Path(__file__).resolve().parents[1] / "nexa_ui" / "app.py"
+PAGES = {"leaderboard": "pages/leaderboard.py", "cells": "pages/cells.py", "inspector": "pages/inspector.py",
+         "training": "pages/training.py", "costs": "pages/costs.py", "sql": "pages/sql.py"}
+
+
+@pytest.fixture(scope="module")
+def ui_lake_root(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("ui") / "lake"
+    ui_lake.build(root)
+    return str(root)
+
+
+@pytest.fixture
+def lake(ui_lake_root, monkeypatch):
+    monkeypatch.setenv("NEXA_LAKE_ROOT", ui_lake_root)
+    from nexa_resources.lake import LakeResource
+
+    return LakeResource(root=ui_lake_root)
+
+
+def open_page(page: str, query: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.query_params = dict(query or {})
+    at.switch_page(PAGES[page]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def follow(at: AppTest, link) -> AppTest:
+    """What clicking an st.page_link does: go to its page with its query parameters."""
+    at.query_params = dict(parse_qsl(link.proto.query_string))
+    at.switch_page(PAGES[link.proto.page.strip("/")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def frame(at: AppTest, key: str) -> pl.DataFrame:
+    try:
+        block = at.get_by_key(key)
+    except Exception as exc:  # noqa: BLE001 - AppTest's lookup error names the key
+        raise AssertionError(f"no table {key!r} on the page: {exc}") from None
+    return pl.from_pandas(block.dataframe[0].value)
+
+
+def metric(at: AppTest, label: str) -> str:
+    values = [m.value for m in at.metric if m.label == label]
+    assert values, f"no metric {label!r} (labels: {[m.label for m in at.metric]})"
+    return values[0]
+
+
+def weighted(group: pl.DataFrame) -> float:
+    return float((group["mean"] * group["n"]).sum() / group["n"].sum())
+
+
+# ---------------------------------------------------------------------------------------------- pages
+
+
+def test_leaderboard_equals_eval_metrics(lake):
+    at = open_page("leaderboard")
+    metrics = lake.read("eval/metrics")
+    shown = frame(at, "leaderboard")
+    assert sorted(shown["model_id"].to_list()) == sorted(metrics["model_id"].unique().to_list())
+    for row in shown.iter_rows(named=True):
+        rows = metrics.filter(pl.col("model_id") == row["model_id"])
+        assert row["overall"] == pytest.approx(weighted(rows))
+        assert row["ci_low"] <= row["overall"] <= row["ci_high"]
+        for m in METRICS:
+            assert row[m] == pytest.approx(weighted(rows.filter(pl.col("metric") == m)))
+        assert row["judge_failures"] == rows["judge_failures"].sum()
+    overall = {r["model_id"]: r["overall"] for r in shown.iter_rows(named=True)}
+    leader = max(overall, key=overall.get)
+    assert shown["model_id"][0] == leader
+    assert metric(at, "Leader") == leader
+    assert metric(at, "Leader overall score") == f"{overall[leader]:.2f}"
+    assert metric(at, "Models evaluated") == str(metrics["model_id"].n_unique())
+
+    # costs: GPU $ of each checkpoint's training, $ of each model's eval answers
+    checkpoints = lake.read("train/checkpoints")
+    predictions = lake.read("eval/predictions")
+    for row in shown.iter_rows(named=True):
+        ckpt = checkpoints.filter(pl.col("checkpoint_id") == row["model_id"])
+        if ckpt.height:
+            assert row["train_usd"] == pytest.approx(ckpt["cost_usd"].sum())
+        assert row["eval_usd"] == pytest.approx(predictions.filter(pl.col("model_id") == row["model_id"])["cost_usd"].sum())
+
+    per_metric = frame(at, "per_metric")
+    assert per_metric.height == metrics.select("model_id", "metric").n_unique()
+
+
+def test_leaderboard_lists_weak_cells_of_latest_round(lake):
+    at = open_page("leaderboard")
+    weak = lake.read("feedback/weaknesses")
+    latest = weak.filter((pl.col("round") == weak["round"].max()) & (pl.col("status") == "weak"))
+    assert latest.height > 0
+    cell_links = [link for link in at.page_link if link.proto.page.strip("/") == "cells"]
+    assert len(cell_links) == latest.height
+    shown = {tuple(dict(parse_qsl(link.proto.query_string))[k] for k in ("domain", "task_type", "metric"))
+             for link in cell_links}
+    assert shown == set(latest.select("domain", "task_type", "metric").iter_rows())
+    for link, row in zip(cell_links, latest.sort("gap", descending=True).iter_rows(named=True)):
+        assert f"{row['score']:.2f} < {row['threshold']:.2f}" in link.value
+
+
+def test_weak_cell_to_its_pairs_in_two_links(lake):
+    """Leaderboard → the weak cell (Cells page) → its pairs (Data inspector): two link clicks."""
+    at = open_page("leaderboard")
+    weak = lake.read("feedback/weaknesses")
+    target = weak.filter((pl.col("round") == weak["round"].max()) & (pl.col("status") == "weak")).sort(
+        "gap", descending=True).row(0, named=True)
+    first = next(link for link in at.page_link if link.proto.page.strip("/") == "cells")
+    follow(at, first)  # click 1
+    assert at.selectbox(key="cells_domain").value == target["domain"]
+    assert at.selectbox(key="cells_task_type").value == target["task_type"]
+    assert at.selectbox(key="cells_metric").value == target["metric"]
+    assert at.selectbox(key="cells_model").value == target["model_id"]
+    grid = frame(at, "cell_grid")
+    weak_cell = grid.filter((pl.col("domain") == target["domain"]) & (pl.col("task_type") == target["task_type"]))
+    assert weak_cell["status"][0] == "weak"
+    to_pairs = next(link for link in at.page_link if link.proto.page.strip("/") == "inspector")
+    follow(at, to_pairs)  # click 2
+    pairs = lake.read("distill/pairs").filter(
+        (pl.col("domain") == target["domain"]) & (pl.col("task_type") == target["task_type"]))
+    shown = frame(at, "pairs")
+    assert sorted(shown["request_id"].to_list()) == sorted(pairs["request_id"].to_list())
+    scores = shown[f"score_{target['metric']}"].to_list()
+    assert scores == sorted(scores, key=lambda s: math.inf if s is None or s != s else s)  # lowest first
+
+
+def test_cells_heatmap_and_history_equal_tables(lake):
+    model = ui_lake.CHECKPOINTS[0]
+    at = open_page("cells", {"model": model, "metric": "specificity", "domain": "physics",
+                             "task_type": "methodology"})
+    metrics = lake.read("eval/metrics").filter((pl.col("model_id") == model) & (pl.col("metric") == "specificity"))
+    grid = frame(at, "cell_grid")
+    assert grid.height == metrics.height == 8
+    joined = grid.join(metrics, on=["domain", "task_type"], suffix="_t")
+    assert joined.height == 8
+    assert joined["mean"].to_list() == pytest.approx(joined["mean_t"].to_list())
+    assert joined["n"].to_list() == joined["n_t"].to_list()
+    weak = lake.read("feedback/weaknesses").filter(
+        (pl.col("model_id") == model) & (pl.col("metric") == "specificity") & (pl.col("status") == "weak"))
+    assert set(grid.filter(pl.col("status") == "weak").select("domain", "task_type").iter_rows()) == set(
+        weak.select("domain", "task_type").iter_rows())
+
+    history = frame(at, "cell_history")
+    expected = lake.read("feedback/weaknesses").filter(
+        (pl.col("domain") == "physics") & (pl.col("task_type") == "methodology") & (pl.col("metric") == "specificity")
+    ).sort("round")
+    assert history["round"].to_list() == expected["round"].to_list()
+    assert history["score"].to_list() == pytest.approx(expected["score"].to_list())
+    assert history["threshold"].to_list() == pytest.approx(expected["threshold"].to_list())
+    assert len(at.get("vega_lite_chart")) == 2  # heatmap + history
+
+
+def test_inspector_filters_equal_pairs_table(lake):
+    pairs = lake.read("distill/pairs")
+    at = open_page("inspector", {"domain": "physics", "verdict": "rejected"})
+    expected = pairs.filter((pl.col("domain") == "physics") & ~pl.col("passed"))
+    shown = frame(at, "pairs")
+    assert sorted(shown["request_id"].to_list()) == sorted(expected["request_id"].to_list())
+    assert metric(at, "Pairs shown") == str(expected.height)
+    assert metric(at, "Rejected") == str(expected.height)
+
+    reason = "judge_low_specificity"
+    at.selectbox(key="inspector_verdict").select("(any)")
+    at.selectbox(key="inspector_domain").select("(any)")
+    at.multiselect(key="reasons").select(reason).run()
+    with_reason = pairs.filter(pl.col("reject_reasons").list.contains(reason))
+    assert sorted(frame(at, "pairs")["request_id"].to_list()) == sorted(with_reason["request_id"].to_list())
+
+    at.multiselect(key="reasons").unselect(reason)
+    at.multiselect(key="rounds").select(1).run()
+    round1 = pairs.filter(pl.col("round") == 1)
+    assert sorted(frame(at, "pairs")["request_id"].to_list()) == sorted(round1["request_id"].to_list())
+
+    completions = lake.read("distill/completions").filter(pl.col("round") == 1)
+    assert sorted(frame(at, "completions")["request_id"].to_list()) == sorted(completions["request_id"].to_list())
+
+
+def test_inspector_one_pair_with_regeneration_chain(lake):
+    at = open_page("inspector", {"pair": ui_lake.REGEN_CHILD})
+    assert at.selectbox(key="inspector_pair").value == ui_lake.REGEN_CHILD
+    pair = lake.read("distill/pairs").filter(pl.col("request_id") == ui_lake.REGEN_CHILD).row(0, named=True)
+    prompt = lake.read("raw/prompts").filter(pl.col("prompt_id") == pair["prompt_id"]).row(0, named=True)
+    completion = lake.read("distill/completions").filter(pl.col("request_id") == ui_lake.REGEN_CHILD).row(0, named=True)
+    texts = [t.value for t in at.text]
+    assert prompt["instruction"] in texts
+    assert completion["completion"] in texts
+    scores, chain = (pl.from_pandas(t.value) for t in at.table)
+    assert dict(zip(scores["metric"], scores["score"])) == {m: pair[f"score_{m}"] for m in METRICS}
+    assert chain["request_id"].to_list() == [ui_lake.REGEN_PARENT, ui_lake.REGEN_CHILD]
+    assert chain["passed"].to_list() == [False, True]
+
+
+def test_training_equals_checkpoints(lake):
+    at = open_page("training")
+    checkpoints = lake.read("train/checkpoints").sort("created_at")
+    shown = frame(at, "checkpoints")
+    assert shown["checkpoint_id"].to_list() == checkpoints["checkpoint_id"].to_list()
+    for col in ("backend", "accelerator", "cloud"):
+        assert shown[col].to_list() == checkpoints[col].to_list()
+    for col in ("tokens_per_s", "cost_usd", "train_loss", "val_loss"):
+        assert shown[col].to_list() == pytest.approx(checkpoints[col].to_list())
+    latest = checkpoints.row(-1, named=True)
+    assert metric(at, "Checkpoints") == str(checkpoints.height)
+    assert metric(at, "Latest tokens/s") == f"{latest['tokens_per_s']:,.0f}"
+    assert metric(at, "GPU $ (all checkpoints)") == f"${checkpoints['cost_usd'].sum():,.4f}"
+    assert len(at.get("vega_lite_chart")) == 2  # loss curves (from metrics.json) + throughput
+    assert not at.info  # every checkpoint has its loss curve
+
+
+def test_costs_equal_completions_and_checkpoints(lake):
+    at = open_page("costs")
+    completions = lake.read("distill/completions")
+    teacher = frame(at, "teacher_costs")
+    for row in teacher.iter_rows(named=True):
+        rows = completions.filter((pl.col("round") == row["round"]) & (pl.col("teacher_model") == row["teacher_model"]))
+        assert row["requests"] == rows.height
+        assert row["prompt_tokens"] == rows["prompt_tokens"].sum()
+        assert row["completion_tokens"] == rows["completion_tokens"].sum()
+        assert row["cost_usd"] == pytest.approx(rows["cost_usd"].sum())
+    assert teacher["requests"].sum() == completions.height
+    checkpoints = lake.read("train/checkpoints")
+    gpu = frame(at, "gpu_costs")
+    assert dict(zip(gpu["checkpoint_id"], gpu["cost_usd"])) == pytest.approx(
+        dict(zip(checkpoints["checkpoint_id"], checkpoints["cost_usd"])))
+    assert metric(at, "Teacher tokens") == f"{completions['prompt_tokens'].sum() + completions['completion_tokens'].sum():,}"
+    assert metric(at, "GPU") == f"${checkpoints['cost_usd'].sum():,.4f}"
+
+
+def test_sql_runs_read_only_queries_and_refuses_files(lake):
+    at = open_page("sql")
+    default = frame(at, "sql_table")
+    pairs = lake.read("distill/pairs")
+    assert default["pairs"].sum() == pairs.height
+    assert at.get("download_button")
+
+    at.text_area(key="sql_query").input("SELECT count(*) AS n FROM distill.pairs WHERE passed")
+    at.button(key="sql_run").click().run()
+    assert frame(at, "sql_table")["n"].to_list() == [pairs["passed"].sum()]
+
+    at.text_area(key="sql_query").input("SELECT * FROM read_csv('/etc/passwd')")
+    at.button(key="sql_run").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] and "external file access is disabled" in at.error[0].value
+    assert at.error[0].value.startswith("Refused")
+    assert not at.dataframe
+
+    at.text_area(key="sql_query").input("SELEC nonsense")
+    at.button(key="sql_run").click().run()
+    assert at.error[0].value.startswith("Query failed")
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_empty_lake_names_the_command(page, tmp_path, monkeypatch):
+    monkeypatch.setenv("NEXA_LAKE_ROOT", str(tmp_path / "empty"))
+    at = open_page(page)
+    assert not at.error
+    assert at.info and "make demo" in at.info[0].value
+    assert "nexa materialize --select" in at.info[0].value
