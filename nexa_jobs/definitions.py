@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from nexa_assets.distill.assets import distill_completions, distill_pairs
-from nexa_assets.raw.assets import raw_prompts
-from nexa_assets.sft.assets import sft_decontamination, sft_examples
-from nexa_assets.train.assets import train_checkpoints
+from nexa_jobs.catalog import ASSET_CHECKS, ASSETS
 from nexa_jobs.jobs import JOBS
 from nexa_jobs.sensors import SENSORS
 from nexa_resources.compute import ComputeResource
@@ -15,9 +12,6 @@ from nexa_resources.inputs import InputsResource
 from nexa_resources.judge import JudgeResource
 from nexa_resources.lake import LakeResource
 from nexa_resources.teacher import TeacherResource
-
-ASSETS = [raw_prompts, distill_completions, distill_pairs, sft_examples, train_checkpoints]
-ASSET_CHECKS = [sft_decontamination]
 
 
 def build_resources() -> dict[str, object]:

@@ -5,5 +5,6 @@ from __future__ import annotations
 import dagster as dg
 
 from nexa_jobs.arrival import arrival_sensor
+from nexa_jobs.feedback_sensor import feedback_sensor
 
-SENSORS: list[dg.SensorDefinition] = [arrival_sensor]
+SENSORS: list[dg.SensorDefinition] = [feedback_sensor, arrival_sensor]

@@ -294,8 +294,11 @@ def train(
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     val_loss = None
     if val_rows.height:
-        val_loss = float(trainer.evaluate()["eval_loss"])
-        log(f"val_loss {val_loss:.4f} on {val_rows.height} rows")
+        # No eval_loss comes back when every val row was cut before its answer (no completion tokens).
+        evaluated = trainer.evaluate().get("eval_loss")
+        val_loss = float(evaluated) if evaluated is not None else None
+        log(f"val_loss {val_loss:.4f} on {val_rows.height} rows" if val_loss is not None
+            else f"no val loss: the {val_rows.height} val rows have no completion tokens within max_seq_len")
     _save_final(trainer, tokenizer, workdir, config)
 
     metrics = {

@@ -1,0 +1,421 @@
+"""eval/prompts → eval/predictions → eval/scores → eval/metrics (group `evaluate`)."""
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from nexa_assets.evaluate.predict import eval_set_hash, pending_prompts, predict
+from nexa_assets.evaluate.rubric import load_rubric
+from nexa_assets.evaluate.report import cell_heatmap_markdown
+from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA, PREDICTION_SCHEMA
+from nexa_assets.evaluate.scoring import cell_metrics, judge_items, score_rows
+from nexa_assets.metadata import counts, markdown_table, preview
+from nexa_assets.rounds import resolve_round
+from nexa_resources.judge import JudgeResource
+from nexa_resources.lake import LakeResource, Lineage
+from nexa_resources.llm_client import ChatClient, SamplingParams, run_sync
+from nexa_resources.serving import serve_checkpoint
+from nexa_resources.teacher import TeacherResource
+
+RAW_PROMPTS = dg.AssetKey(["raw", "prompts"])
+CHECKPOINTS = dg.AssetKey(["train", "checkpoints"])
+EVAL_PROMPTS = dg.AssetKey(["eval", "prompts"])
+PREDICTIONS = dg.AssetKey(["eval", "predictions"])
+SCORES = dg.AssetKey(["eval", "scores"])
+METRICS = dg.AssetKey(["eval", "metrics"])
+TRAINING_TABLES: tuple[str, ...] = ("distill/completions", "sft/examples")
+
+ROUND_FIELD = Field(
+    default=None, description="Feedback round (lineage); unset: the run's nexa/round tag, else the latest round."
+)
+
+
+class EvalPromptsConfig(dg.Config):
+    round: int | None = ROUND_FIELD
+    per_cell: int | None = Field(
+        default=None, ge=1, description="Keep at most this many eval prompts per (domain, task_type) (by id)."
+    )
+
+
+@dg.asset(
+    key=EVAL_PROMPTS,
+    deps=[RAW_PROMPTS],
+    group_name="evaluate",
+    kinds={"polars", "deltalake"},
+    description="The held-out prompts (raw split `eval`): stable across rounds, never in a training table; "
+    "eval_set is the hash of the whole set, recorded on every prediction, score and metric.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "held_out",
+            asset=EVAL_PROMPTS,
+            blocking=True,
+            description="No eval prompt appears in distill/completions or sft/examples.",
+        )
+    ],
+)
+def eval_prompts(
+    context: dg.AssetExecutionContext, config: EvalPromptsConfig, lake: LakeResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Select the eval split; the table always equals the current set (rows that stay keep their lineage)."""
+    raw = lake.read("raw/prompts").filter(pl.col("split") == "eval").sort("prompt_id")
+    if config.per_cell is not None:
+        raw = raw.filter(pl.int_range(pl.len()).over("domain", "task_type") < config.per_cell)
+    if raw.is_empty():
+        raise dg.Failure("raw/prompts has no eval-split prompts: materialize raw/prompts (the seed pack has some)")
+    eval_set = eval_set_hash(raw["prompt_id"].to_list())
+    frame = raw.with_columns(pl.lit(eval_set).alias("eval_set")).select(list(EVAL_PROMPT_SCHEMA))
+    written = lake.write(
+        "eval/prompts",
+        frame,
+        mode="merge",
+        lineage=Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake)),
+        delete_unmatched=True,
+    )
+    context.log.info(f"eval/prompts v{written.version}: {frame.height} held-out prompts, eval set {eval_set}")
+    yield dg.MaterializeResult(
+        asset_key=EVAL_PROMPTS,
+        metadata={
+            **written.metadata(),
+            "dagster/row_count": frame.height,
+            "eval_set": eval_set,
+            "by_cell": counts(frame, ["domain", "task_type"]),
+            "preview": preview(frame, ["prompt_id", "domain", "task_type", "instruction"]),
+        },
+    )
+    ids = frame["prompt_id"].implode()
+    leaked = {
+        table: lake.read(table, columns=["prompt_id"]).filter(pl.col("prompt_id").is_in(ids)).height
+        for table in TRAINING_TABLES
+        if lake.exists(table)
+    }
+    yield dg.AssetCheckResult(
+        asset_key=EVAL_PROMPTS,
+        check_name="held_out",
+        passed=not any(leaked.values()),
+        metadata={"rows_in_training_tables": dg.MetadataValue.json(leaked)},
+    )
+
+
+class ExternalModel(dg.Config):
+    """An OpenAI-compatible model answered as a reference row on the leaderboard."""
+
+    base_url: str
+    model: str
+    api_key_env: str | None = Field(default=None, description="Name of the env var holding its API key.")
+
+
+class PredictionsConfig(dg.Config):
+    round: int | None = ROUND_FIELD
+    checkpoint_id: str | None = Field(default=None, description="Checkpoint to evaluate (default: the newest).")
+    max_tokens: int = Field(default=256, gt=0, description="Answer length limit; longer answers count as truncated.")
+    temperature: float = Field(default=0.0, ge=0, description="0 = greedy, so answers are reproducible.")
+    max_concurrency: int = Field(default=8, gt=0)
+    include_teacher: bool = Field(
+        default=False, description="Also answer with the teacher resource, as a reference row (cached)."
+    )
+    external_models: list[ExternalModel] = Field(default_factory=list, description="More reference models.")
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_p=1.0, max_tokens=self.max_tokens)
+
+
+def newest_checkpoint(lake: LakeResource, checkpoint_id: str | None = None) -> dict[str, Any]:
+    """The checkpoint row to evaluate: the one named, else the newest registered."""
+    checkpoints = lake.read("train/checkpoints", missing_ok=True)
+    if checkpoints.is_empty():
+        raise dg.Failure("train/checkpoints is empty: materialize train/checkpoints first (group train)")
+    if checkpoint_id is not None:
+        found = checkpoints.filter(pl.col("checkpoint_id") == checkpoint_id)
+        if found.is_empty():
+            valid = ", ".join(checkpoints["checkpoint_id"].to_list())
+            raise dg.Failure(f"unknown checkpoint_id {checkpoint_id!r}: valid values are {valid}")
+        return found.row(0, named=True)
+    return checkpoints.sort("created_at").row(-1, named=True)
+
+
+def _answer(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    prompts: pl.DataFrame,
+    client_factory: Any,
+    params: SamplingParams,
+    *,
+    model_id: str,
+    model_kind: str,
+    checkpoint_id: str | None,
+    lineage: Lineage,
+    price: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Answer the prompts this model has not answered yet and merge them; returns this model's stats."""
+    answered = lake.read("eval/predictions", columns=["model_id", "prompt_id", "error"], missing_ok=True)
+    todo = pending_prompts(prompts, answered, model_id)
+    context.log.info(f"{model_id}: {prompts.height - todo.height} eval prompts answered before, {todo.height} to send")
+    if todo.height:
+        with client_factory() as make_client:
+
+            async def answer_all() -> pl.DataFrame:
+                client = make_client()
+                try:
+                    return await predict(
+                        todo,
+                        client,
+                        params,
+                        model_id=model_id,
+                        model_kind=model_kind,
+                        checkpoint_id=checkpoint_id,
+                        price=price,
+                        log=context.log.info,
+                    )
+                finally:
+                    await client.aclose()  # in the loop that opened its connections
+
+            rows = run_sync(answer_all)
+        lake.write("eval/predictions", rows, mode="merge", lineage=lineage)
+    mine = lake.read("eval/predictions").filter(
+        (pl.col("model_id") == model_id) & pl.col("prompt_id").is_in(prompts["prompt_id"].implode())
+    )
+    return {
+        "sent": todo.height,
+        "answered": mine.filter(pl.col("error").is_null()).height,
+        "errors": mine.filter(pl.col("error").is_not_null()).height,
+        "truncation_rate": round(float((mine["finish_reason"] == "length").mean() or 0.0), 4),
+        "completion_tokens": int(mine["completion_tokens"].sum()),
+    }
+
+
+@contextlib.contextmanager
+def _client_maker(make: Any, server: Any = None) -> Iterator[Any]:
+    """Yields a no-argument ChatClient factory; a checkpoint's server runs for the duration of the block."""
+    if server is None:
+        yield lambda: make(None)
+        return
+    with server as served:
+        yield lambda: make(served)
+
+
+@dg.asset(
+    key=PREDICTIONS,
+    deps=[EVAL_PROMPTS, CHECKPOINTS],
+    group_name="evaluate",
+    kinds={"openai", "deltalake"},
+    description="Answers to every eval prompt from the newest checkpoint (served by `transformers serve` on "
+    "127.0.0.1, the teacher's local-server path) and from configured reference models; finish_reason and "
+    "usage recorded; a (model, prompt) already answered is never asked again.",
+)
+def eval_predictions(
+    context: dg.AssetExecutionContext,
+    config: PredictionsConfig,
+    lake: LakeResource,
+    teacher: TeacherResource,
+) -> dg.MaterializeResult:
+    """Serve the checkpoint, answer the eval prompts, and do the same for each reference model."""
+    prompts = lake.read("eval/prompts")
+    checkpoint = newest_checkpoint(lake, config.checkpoint_id)
+    lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
+    params = config.sampling()
+    ckpt_id = checkpoint["checkpoint_id"]
+
+    def checkpoint_client(server: Any) -> ChatClient:
+        return ChatClient(
+            base_url=server.base_url,
+            model=server.model_name,
+            api_key="local",
+            max_concurrency=config.max_concurrency,
+            timeout_s=600,
+        )
+
+    stats: dict[str, dict[str, Any]] = {}
+    stats[ckpt_id] = _answer(
+        context,
+        lake,
+        prompts,
+        lambda: _client_maker(checkpoint_client, server=serve_checkpoint(checkpoint["uri"])),
+        params,
+        model_id=ckpt_id,
+        model_kind="checkpoint",
+        checkpoint_id=ckpt_id,
+        lineage=lineage,
+    )
+    if config.include_teacher:
+        stats[teacher.model_id] = _answer(
+            context,
+            lake,
+            prompts,
+            lambda: _client_maker(lambda _: teacher.client(context.log)),
+            params,
+            model_id=teacher.model_id,
+            model_kind="external",
+            checkpoint_id=None,
+            lineage=lineage,
+            price=teacher.price(),
+        )
+    for external in config.external_models:
+        key = os.environ.get(external.api_key_env) if external.api_key_env else None
+        stats[external.model] = _answer(
+            context,
+            lake,
+            prompts,
+            lambda ext=external, key=key: _client_maker(
+                lambda _: ChatClient(
+                    base_url=ext.base_url, model=ext.model, api_key=key or "none", max_concurrency=config.max_concurrency
+                )
+            ),
+            params,
+            model_id=external.model,
+            model_kind="external",
+            checkpoint_id=None,
+            lineage=lineage,
+        )
+    table = lake.read("eval/predictions")
+    summary = pl.DataFrame([{"model_id": m, **s} for m, s in stats.items()])
+    return dg.MaterializeResult(
+        metadata={
+            "delta_version": lake.version("eval/predictions"),
+            "dagster/row_count": table.height,
+            "checkpoint_id": ckpt_id,
+            "checkpoint_round": checkpoint.get("round"),
+            "eval_prompts": prompts.height,
+            "requests_sent": int(summary["sent"].sum()),
+            "by_model": dg.MetadataValue.md(markdown_table(summary, rows=summary.height)),
+            "preview": preview(
+                table.filter(pl.col("model_id") == ckpt_id),
+                ["prompt_id", "domain", "task_type", "finish_reason", "completion_tokens", "prediction"],
+            ),
+        }
+    )
+
+
+class ScoresConfig(dg.Config):
+    round: int | None = ROUND_FIELD
+    rescore: bool = Field(default=False, description="Judge every prediction again, not only unscored ones.")
+
+
+@dg.asset(
+    key=SCORES,
+    deps=[PREDICTIONS],
+    group_name="evaluate",
+    kinds={"polars", "deltalake"},
+    description="Rubric scores (1–5 per metric) for every prediction on the current eval set, from the `judge` "
+    "resource (offline structural judge by default, LLM judge when configured); a failed or unparsable "
+    "verdict is recorded with its reason and a null score, never a 0.",
+)
+def eval_scores(
+    context: dg.AssetExecutionContext, config: ScoresConfig, lake: LakeResource, judge: JudgeResource
+) -> dg.MaterializeResult:
+    """Judge the predictions this judge and rubric have not scored yet."""
+    prompts = lake.read("eval/prompts")
+    eval_set = prompts["eval_set"][0]
+    predictions = lake.read("eval/predictions").filter(pl.col("eval_set") == eval_set)
+    judge_model, rubric_version = judge.judge_model, judge.rubric_version
+    existing = lake.read("eval/scores", missing_ok=True)
+    if not existing.is_empty() and not config.rescore:
+        done = (
+            existing.filter(
+                (pl.col("judge_model") == judge_model)
+                & (pl.col("rubric_version") == rubric_version)
+                & pl.col("score").is_not_null()
+            )
+            .select("model_id", "prompt_id")
+            .unique()
+        )
+        predictions = predictions.join(done, on=["model_id", "prompt_id"], how="anti")
+    metrics = list(load_rubric(judge.rubric).metrics)
+    context.log.info(f"judging {predictions.height} predictions with {judge_model} (rubric {rubric_version})")
+    answered = predictions.filter(pl.col("error").is_null())
+    verdicts = judge.judge_many(judge_items(answered, prompts), context.log) if answered.height else []
+    by_key = dict(zip(zip(answered["model_id"], answered["prompt_id"]), verdicts))
+    ordered = [by_key.get((m, p)) for m, p in zip(predictions["model_id"], predictions["prompt_id"])]
+    rows = score_rows(predictions, ordered, metrics=metrics, judge_model=judge_model, rubric_version=rubric_version)
+    lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
+    written = lake.write("eval/scores", rows, mode="merge", lineage=lineage)
+    failures = rows.filter(pl.col("score").is_null())
+    return dg.MaterializeResult(
+        metadata={
+            **written.metadata(),
+            "dagster/row_count": lake.read("eval/scores", columns=["metric"]).height,
+            "judge_model": judge_model,
+            "rubric_version": rubric_version,
+            "judged_this_run": predictions.height,
+            "judge_failures_this_run": failures.select("model_id", "prompt_id").unique().height,
+            "failure_kinds": counts(
+                failures.with_columns(pl.col("error").str.extract(r"^([a-z_]+)").alias("kind")), ["kind"]
+            ),
+            "preview": preview(rows, ["model_id", "prompt_id", "metric", "score", "rationale", "error"]),
+        }
+    )
+
+
+class MetricsConfig(dg.Config):
+    round: int | None = ROUND_FIELD
+
+
+@dg.asset(
+    key=METRICS,
+    deps=[SCORES],
+    group_name="evaluate",
+    kinds={"polars", "deltalake"},
+    description="Per model and cell (domain, task_type, metric): mean score, n, 95% t-interval, judge "
+    "failures and truncation rate (reported apart, never averaged in), on the current eval set and judge.",
+)
+def eval_metrics(
+    context: dg.AssetExecutionContext, config: MetricsConfig, lake: LakeResource, judge: JudgeResource
+) -> dg.MaterializeResult:
+    """Aggregate the current eval set's scores per model and cell."""
+    eval_set = lake.read("eval/prompts", columns=["eval_set"])["eval_set"][0]
+    scores = lake.read("eval/scores").filter(
+        (pl.col("eval_set") == eval_set)
+        & (pl.col("judge_model") == judge.judge_model)
+        & (pl.col("rubric_version") == judge.rubric_version)
+    )
+    if scores.is_empty():
+        raise dg.Failure(f"no scores on eval set {eval_set} by {judge.judge_model}: materialize eval/scores first")
+    models = (
+        lake.read("eval/predictions", columns=["model_id", "model_kind", "checkpoint_id"])
+        .unique("model_id", keep="last")
+    )
+    frame = cell_metrics(scores, models)
+    run_round = resolve_round(context, config.round, lake)
+    # A checkpoint's rows carry the round it was trained in; reference models take the run's round.
+    trained = lake.read("train/checkpoints", columns=["checkpoint_id", "round"], missing_ok=True)
+    rounds = {r["checkpoint_id"]: r["round"] for r in trained.iter_rows(named=True)} if trained.height else {}
+    frame = frame.with_columns(
+        pl.col("model_id").replace_strict(rounds, default=run_round, return_dtype=pl.Int64).alias("_round")
+    )
+    for (model_round,), part in frame.partition_by("_round", as_dict=True).items():
+        lineage = Lineage(run_id=context.run.run_id, round=int(model_round))
+        written = lake.write("eval/metrics", part.drop("_round"), mode="merge", lineage=lineage)
+    frame = frame.drop("_round")
+    newest = newest_checkpoint(lake)["checkpoint_id"]
+    mine = frame.filter(pl.col("model_id") == newest)
+    overall = frame.group_by("model_id").agg(
+        pl.col("mean").mean().round(3).alias("overall"), pl.col("n").sum(), pl.col("truncation_rate").mean().round(3)
+    )
+    context.log.info(f"eval/metrics v{written.version}: {frame.height} cells over {overall.height} models")
+    return dg.MaterializeResult(
+        metadata={
+            **written.metadata(),
+            "dagster/row_count": lake.read("eval/metrics", columns=["metric"]).height,
+            "eval_set": eval_set,
+            "checkpoint_id": newest,
+            "overall_by_model": dg.MetadataValue.md(markdown_table(overall.sort("overall", descending=True), rows=50)),
+            "cell_scores": dg.MetadataValue.md(cell_heatmap_markdown(mine, f"{newest}: mean score per cell")),
+            "weakest_cells": dg.MetadataValue.md(
+                markdown_table(
+                    mine.sort("mean", nulls_last=False).select(
+                        "domain", "task_type", "metric", pl.col("mean").round(3), "n",
+                        pl.col("ci_low").round(3), pl.col("ci_high").round(3), "judge_failures",
+                    ),
+                    rows=10,
+                )
+            ),
+        }
+    )
+
+
+ASSETS = [eval_prompts, eval_predictions, eval_scores, eval_metrics]
+__all__ = ["ASSETS", "PREDICTION_SCHEMA", "newest_checkpoint"]

@@ -1,0 +1,178 @@
+"""feedback/weaknesses and feedback/requests (group `feedback`): the cells that fall short and the data
+bought for them. One op writes both tables before either materialization is reported, so the feedback
+sensor, which reacts to feedback/weaknesses, never sees a round whose requests are not written yet."""
+
+import json
+from collections.abc import Iterator
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from nexa_assets.evaluate.assets import newest_checkpoint
+from nexa_assets.evaluate.report import cell_heatmap_markdown
+from nexa_assets.evaluate.rubric import load_rubric
+from nexa_assets.feedback.requests import build_requests
+from nexa_assets.feedback.weakness import LoopRules, classify_cells, focus_cells, judge_round
+from nexa_assets.metadata import markdown_table
+from nexa_assets.rounds import resolve_round
+from nexa_resources.judge import JudgeResource
+from nexa_resources.lake import LakeResource, Lineage
+
+METRICS = dg.AssetKey(["eval", "metrics"])
+SCORES = dg.AssetKey(["eval", "scores"])
+WEAKNESSES = dg.AssetKey(["feedback", "weaknesses"])
+REQUESTS = dg.AssetKey(["feedback", "requests"])
+
+
+class FeedbackConfig(dg.Config):
+    """Thresholds per metric, the loop's stop rules, and how many prompts a round may buy."""
+
+    round: int | None = Field(
+        default=None,
+        description="The round being judged; unset: the run's nexa/round tag, else the latest round (a manual "
+        "run re-judges the current round, e.g. with new thresholds).",
+    )
+    default_threshold: float = Field(default=3.5, ge=1, le=5, description="Pass mark of every metric (1–5 scale).")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="Per-metric pass marks (override).")
+    max_rounds: int = Field(default=3, ge=0, description="Feedback rounds one loop may launch (the round cap).")
+    min_improvement: float = Field(
+        default=0.05, ge=0, description="Stop when the focus cells' mean score rose by no more than this."
+    )
+    prompts_per_round: int = Field(default=16, ge=1, description="New prompts bought per round, over weak cells.")
+    min_per_cell: int = Field(default=1, ge=0, description="Prompts every weak (domain, task_type) gets first.")
+
+    def rules(self, metrics: tuple[str, ...]) -> LoopRules:
+        unknown = sorted(set(self.thresholds) - set(metrics))
+        if unknown:
+            raise ValueError(f"unknown metrics in thresholds: {unknown}; valid values are {', '.join(metrics)}")
+        return LoopRules(self.default_threshold, dict(self.thresholds), self.max_rounds, self.min_improvement)
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            WEAKNESSES,
+            deps=[METRICS],
+            description="Every cell (domain, task_type, metric) of the newest checkpoint in a round: score, "
+            "threshold, gap, status weak|pass, and the round's stop reason (all_cells_pass | round_cap | "
+            "no_improvement, null while the loop goes on). The feedback sensor watches this asset.",
+            group_name="feedback",
+            kinds={"polars", "deltalake"},
+        ),
+        dg.AssetSpec(
+            REQUESTS,
+            deps=[SCORES],
+            description="New prompts to buy for the next round per weak (domain, task_type), in proportion to "
+            "its gap, with hints from what the judge found lacking; raw/prompts fulfils the open ones.",
+            group_name="feedback",
+            kinds={"polars", "deltalake"},
+        ),
+    ],
+)
+def feedback_loop(
+    context: dg.AssetExecutionContext, config: FeedbackConfig, lake: LakeResource, judge: JudgeResource
+) -> Iterator[dg.MaterializeResult]:
+    """Find the weak cells of the newest checkpoint, apply the stop rules, and request targeted prompts."""
+    rubric_metrics = load_rubric(judge.rubric).metrics
+    try:
+        rules = config.rules(rubric_metrics)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from None
+    checkpoint = newest_checkpoint(lake)
+    model_id = checkpoint["checkpoint_id"]
+    metrics = lake.read("eval/metrics").filter(pl.col("judge_model") == judge.judge_model)
+    cells = classify_cells(metrics, model_id, rules)
+    if cells.is_empty():
+        raise dg.Failure(f"eval/metrics has no rows for checkpoint {model_id}: materialize the evaluate group first")
+    round_ = resolve_round(context, config.round, lake)
+    history = lake.read("feedback/weaknesses", missing_ok=True)
+    previous = history.filter(pl.col("round") == round_ - 1) if history.height else None
+    verdict = judge_round(cells, previous, rules)
+    weak = verdict.weak
+    focus = focus_cells(weak)
+    lineage = Lineage(run_id=context.run.run_id, round=round_)
+
+    scores = lake.read("eval/scores").filter(
+        (pl.col("model_id") == model_id) & (pl.col("judge_model") == judge.judge_model)
+    )
+    requests = (
+        build_requests(weak, scores, budget=config.prompts_per_round, for_round=round_ + 1, min_per_cell=config.min_per_cell)
+        if verdict.stop_reason is None
+        else None
+    )
+    # Requests first: once feedback/weaknesses is reported, the sensor may launch the next round at once.
+    # A re-judged round replaces its own open requests (e.g. after a threshold change).
+    if lake.exists("feedback/requests"):
+        # A re-judged round (e.g. with new thresholds) replaces the open requests it made before.
+        lake.delta_table("feedback/requests").delete(f"round = {int(round_)} AND status = 'open'")
+    wrote_requests = None
+    if requests is not None and requests.height:
+        wrote_requests = lake.write("feedback/requests", requests, mode="merge", lineage=lineage)
+    written = lake.write(
+        "feedback/weaknesses",
+        verdict.cells,
+        mode="merge",
+        lineage=lineage,
+    )
+    stop = verdict.stop_reason
+    context.log.info(
+        f"round {round_} ({rules.loop_id}, loop round {verdict.loop_round}): {weak.height} of {cells.height} cells "
+        f"weak; " + (f"loop stops: {stop}" if stop else f"requesting {requests.height if requests is not None else 0} "
+                     f"cells for round {round_ + 1}: {', '.join(focus)}")
+    )
+    thresholds = {m: rules.threshold(m) for m in rubric_metrics}
+    yield dg.MaterializeResult(
+        asset_key=WEAKNESSES,
+        metadata={
+            **written.metadata(),
+            "dagster/row_count": lake.read("feedback/weaknesses", columns=["metric"]).height,
+            "round": round_,
+            "checkpoint_id": model_id,
+            "weak_cells": weak.height,
+            "cells": cells.height,
+            "focus_cells": dg.MetadataValue.json(focus),
+            "stop_reason": stop or "",
+            "loop_id": rules.loop_id,
+            "loop_round": verdict.loop_round,
+            "improvement": round(verdict.improvement, 4) if verdict.improvement is not None else None,
+            "thresholds": dg.MetadataValue.json(thresholds),
+            "cell_scores": dg.MetadataValue.md(
+                cell_heatmap_markdown(
+                    metrics.filter(pl.col("model_id") == model_id), f"round {round_}: weak cells outlined", thresholds
+                )
+            ),
+            "weak": dg.MetadataValue.md(
+                markdown_table(
+                    weak.sort("gap", descending=True).select(
+                        "domain", "task_type", "metric", pl.col("score").round(3), "threshold", pl.col("gap").round(3)
+                    ),
+                    rows=20,
+                )
+            ),
+        },
+    )
+    table = lake.read("feedback/requests", missing_ok=True)
+    yield dg.MaterializeResult(
+        asset_key=REQUESTS,
+        metadata={
+            **(wrote_requests.metadata() if wrote_requests else {"delta_version": lake.version("feedback/requests")}),
+            "dagster/row_count": table.height,
+            "round": round_,
+            "for_round": round_ + 1,
+            "requested_prompts": int(requests["n_prompts"].sum()) if requests is not None and requests.height else 0,
+            "stop_reason": stop or "",
+            "requests": dg.MetadataValue.md(
+                markdown_table(
+                    requests.select("domain", "task_type", "n_prompts", pl.col("gap").round(3), "hints")
+                    if requests is not None
+                    else pl.DataFrame(),
+                    rows=20,
+                )
+            ),
+            "focus": dg.MetadataValue.text(json.dumps(focus)),
+        },
+    )
+
+
+ASSETS = [feedback_loop]
