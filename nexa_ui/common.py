@@ -10,12 +10,12 @@ import streamlit as st
 from nexa_ui import data
 
 # Page files, relative to nexa_ui/app.py: what st.page_link / st.switch_page take.
-LEADERBOARD = "pages/leaderboard.py"
-CELLS = "pages/cells.py"
-INSPECTOR = "pages/inspector.py"
-TRAINING = "pages/training.py"
-COSTS = "pages/costs.py"
-SQL = "pages/sql.py"
+LEADERBOARD = "views/leaderboard.py"
+CELLS = "views/cells.py"
+INSPECTOR = "views/inspector.py"
+TRAINING = "views/training.py"
+COSTS = "views/costs.py"
+SQL = "views/sql.py"
 
 ANY = "(any)"
 

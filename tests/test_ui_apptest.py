@@ -18,8 +18,8 @@ from nexa_assets.distill.pairs import METRICS
 from tests import ui_lake
 
 APP = Path(__file__).resolve().parents[1] / "nexa_ui" / "app.py"
-PAGES = {"leaderboard": "pages/leaderboard.py", "cells": "pages/cells.py", "inspector": "pages/inspector.py",
-         "training": "pages/training.py", "costs": "pages/costs.py", "sql": "pages/sql.py"}
+PAGES = {"leaderboard": "views/leaderboard.py", "cells": "views/cells.py", "inspector": "views/inspector.py",
+         "training": "views/training.py", "costs": "views/costs.py", "sql": "views/sql.py"}
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +161,11 @@ def test_cells_heatmap_and_history_equal_tables(lake):
         (pl.col("model_id") == model) & (pl.col("metric") == "specificity") & (pl.col("status") == "weak"))
     assert set(grid.filter(pl.col("status") == "weak").select("domain", "task_type").iter_rows()) == set(
         weak.select("domain", "task_type").iter_rows())
+
+    cell = metrics.filter((pl.col("domain") == "physics") & (pl.col("task_type") == "methodology")).row(0, named=True)
+    assert metric(at, f"{model} score") == f"{cell['mean']:.2f}"
+    assert metric(at, "Threshold") == f"{ui_lake.THRESHOLD:.2f}"
+    assert metric(at, "Status") == "weak"
 
     history = frame(at, "cell_history")
     expected = lake.read("feedback/weaknesses").filter(

@@ -46,6 +46,14 @@ if tables is not None:
                                default=weak_here["domain"][0] if weak_here.height else None, page="cells", container=a)
     task_type = common.url_select("Task type", task_types, "task_type",
                                   default=weak_here["task_type"][0] if weak_here.height else None, page="cells", container=b)
+    chosen = grid.filter((grid["domain"] == domain) & (grid["task_type"] == task_type))
+    if chosen.height:
+        cell = chosen.row(0, named=True)
+        m1, m2, m3 = st.columns(3)
+        m1.metric(f"{model} score", common.fmt_score(cell["mean"]),
+                  help=f"95% CI {common.fmt_score(cell['ci_low'])}–{common.fmt_score(cell['ci_high'])}, n={cell['n']}")
+        m2.metric("Threshold", common.fmt_score(cell.get("threshold")))
+        m3.metric("Status", cell.get("status") or "not judged by feedback")
     hist = derive.cell_history(weaknesses, metrics, domain, task_type, metric)
     if hist.is_empty():
         st.info(f"No checkpoint has a score for {domain} · {task_type} · {metric} yet.")

@@ -14,7 +14,7 @@ if tables is not None:
     metrics = tables["eval/metrics"]
     board = derive.leaderboard(metrics, data.read("train/checkpoints"), data.read("eval/predictions"))
     leader = board.row(0, named=True)
-    cols = st.columns(4)
+    cols = st.columns([3, 2, 2, 1])
     cols[0].metric("Leader", leader["model_id"])
     cols[1].metric("Leader overall score", common.fmt_score(leader["overall"]),
                    help=f"95% CI {common.fmt_score(leader['ci_low'])}–{common.fmt_score(leader['ci_high'])}")
