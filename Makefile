@@ -33,8 +33,10 @@ $(SKY_STAMP):
 	$(SKY_VENV)/bin/python -m pip install --quiet 'skypilot>=0.14.1,<0.15'
 	touch $(SKY_STAMP)
 
+# The demo's runs go to the same persistent Dagster instance as `make up`, so the UI shows them afterwards.
 demo: setup
-	$(VENV)/bin/nexa demo
+	mkdir -p .dagster_home
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(VENV)/bin/nexa demo
 
 test: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest

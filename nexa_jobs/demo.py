@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import polars as pl
 
@@ -19,18 +20,19 @@ DEMO_WAIVED = [
     "truncated", "too_short", "too_few_tokens", "missing_hypotheses", "hypothesis_without_outcome",
     "too_few_steps", "missing_control", "missing_readout",
 ]
+METRICS = ("correctness", "methodology", "specificity", "clarity", "hallucination_safety")
 DEMO_RUN_CONFIG = {
     "ops": {
         "distill__completions": {"config": {"per_cell": 2}},
         "distill__pairs": {
-            "config": {
-                "regenerate": 0,
-                "waive_reasons": DEMO_WAIVED,
-                "thresholds": {m: 1 for m in ("correctness", "methodology", "specificity", "clarity", "hallucination_safety")},
-            }
+            "config": {"regenerate": 0, "waive_reasons": DEMO_WAIVED, "thresholds": {m: 1 for m in METRICS}}
         },
+        "eval__prompts": {"config": {"per_cell": 2}},
+        "eval__predictions": {"config": {"max_tokens": 128}},
+        "feedback_loop": {"config": {"prompts_per_round": 8, "max_rounds": 3}},
     }
 }
+DRIVER_TAG = "nexa/driver"
 
 
 def _table(df: pl.DataFrame) -> str:
@@ -80,11 +82,95 @@ def summary(lake: LakeResource) -> str:
             result = con.sql(query).pl()
             if result.height:
                 lines += ["", f"{title}:", _table(result)]
-    lines += [
+    return "\n".join(lines)
+
+
+def _daemon_running(instance: object) -> bool:
+    """Whether a Dagster daemon (`make up`) heartbeats on this instance: it would drive the loop too."""
+    try:
+        beats = instance.get_daemon_heartbeats()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - an instance without daemon storage has no daemon
+        return False
+    now = time.time()
+    return any(now - beat.timestamp < 60 for beat in beats.values())
+
+
+def run_loop(instance: object, log: Callable[[str], None] = print) -> list[dict[str, object]]:
+    """Round 0 on the demo config, then every round the feedback sensor asks for, until it stops.
+
+    The sensor is the real one (`feedback_sensor`), evaluated here in-process with its cursor, and each
+    run it requests is executed as the daemon would launch it: refresh_job with its run config and tags.
+    """
+    import dagster as dg
+
+    from nexa_jobs.cli import materialize
+    from nexa_jobs.definitions import defs
+    from nexa_jobs.feedback_sensor import feedback_sensor
+
+    rounds: list[dict[str, object]] = []
+    started = time.monotonic()
+    result = materialize("*", DEMO_RUN_CONFIG, tags={DRIVER_TAG: "demo", "nexa/round": "0"})
+    rounds.append({"round": 0, "run_id": result.run_id, "success": result.success, "wall_s": time.monotonic() - started})
+    if not result.success:
+        return rounds
+    job = defs.resolve_job_def("refresh_job")
+    cursor = None
+    while True:
+        evaluation = feedback_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+        if isinstance(evaluation, dg.SkipReason):
+            log(f"feedback sensor: {evaluation.skip_message}")
+            break
+        cursor = evaluation.cursor or cursor
+        if not evaluation.run_requests:
+            log(f"feedback sensor: {evaluation.skip_reason.skip_message if evaluation.skip_reason else 'no run'}")
+            break
+        for request in evaluation.run_requests:
+            log(f"feedback sensor → {request.run_key}: focus {request.tags.get('nexa/focus_cells')}")
+            started = time.monotonic()
+            run = job.execute_in_process(
+                run_config=request.run_config,
+                tags={**request.tags, "dagster/run_key": request.run_key, DRIVER_TAG: "demo"},
+                instance=instance,
+                raise_on_error=False,
+            )
+            rounds.append(
+                {
+                    "round": int(request.tags["nexa/round"]),
+                    "run_id": run.run_id,
+                    "success": run.success,
+                    "wall_s": time.monotonic() - started,
+                }
+            )
+            if not run.success:
+                return rounds
+    return rounds
+
+
+def loop_report(lake: LakeResource, rounds: list[dict[str, object]]) -> str:
+    from nexa_jobs.loop_report import cell_scores_by_round, rounds_summary
+
+    summary_rows = rounds_summary(lake)
+    walls = pl.DataFrame(
+        [{"round": r["round"], "wall_s": round(float(r["wall_s"]), 1)} for r in rounds],
+        schema={"round": pl.Int64, "wall_s": pl.Float64},
+    )
+    if summary_rows.height:
+        summary_rows = summary_rows.join(walls, on="round", how="left")
+    stop = summary_rows["stop_reason"][-1] if summary_rows.height else "—"
+    lines = [
+        "Cell scores per round (mean judge score 1–5 of the round's checkpoint; * = weak):",
+        _table(cell_scores_by_round(lake)),
         "",
-        "Next:",
-        '  .venv/bin/nexa sql "SELECT * FROM distill.pairs LIMIT 5"',
-        "  .venv/bin/dagster dev -w workspace.yaml     # the asset graph in the Dagster UI",
+        "Rounds:",
+        _table(summary_rows),
+        "",
+        f"Stop reason: {stop}",
+        "",
+        "Where to look next:",
+        "  make up                                   # Dagster UI + daemon (sensors on) and the Streamlit dashboard",
+        '  .venv/bin/nexa sql "SELECT * FROM eval.metrics ORDER BY mean LIMIT 10"',
+        '  .venv/bin/nexa sql "SELECT round, domain, task_type, metric, score, status, stop_reason FROM feedback.weaknesses"',
+        '  .venv/bin/nexa sql "SELECT * FROM feedback.requests"',
     ]
     return "\n".join(lines)
 
@@ -92,13 +178,24 @@ def summary(lake: LakeResource) -> str:
 def main() -> int:
     for key, value in DEMO_ENV.items():
         os.environ.setdefault(key, value)
-    from nexa_jobs.cli import materialize
+    from nexa_jobs.cli import _instance
 
+    instance = _instance()
+    if _daemon_running(instance):
+        print(
+            "A Dagster daemon is running on this DAGSTER_HOME (make up): its feedback sensor would drive the "
+            "loop alongside the demo. Stop it first (make down, or Ctrl-C), then run make demo again."
+        )
+        return 2
     started = time.monotonic()
-    result = materialize("*", DEMO_RUN_CONFIG)
-    if not result.success:
-        print(f"demo run {result.run_id} failed; see the log above")
+    rounds = run_loop(instance)
+    failed = [r for r in rounds if not r["success"]]
+    if failed:
+        print(f"demo run {failed[0]['run_id']} (round {failed[0]['round']}) failed; see the log above")
         return 1
-    print(f"\nDemo run {result.run_id} finished in {time.monotonic() - started:.1f}s\n")
-    print(summary(LakeResource.from_env()))
+    lake = LakeResource.from_env()
+    print(f"\nDemo finished in {time.monotonic() - started:.1f}s: {len(rounds)} rounds\n")
+    print(summary(lake))
+    print()
+    print(loop_report(lake, rounds))
     return 0

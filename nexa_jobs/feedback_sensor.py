@@ -87,10 +87,13 @@ def _request(context: dg.SensorEvaluationContext, record: Any) -> tuple[int, dg.
     "refresh_job for the next round (run key feedback-round-<r>, tags nexa/round and nexa/focus_cells).",
 )
 def feedback_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    after = int(context.cursor) if context.cursor else None
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=WEAKNESSES, after_storage_id=after), limit=_BATCH, ascending=True
-    ).records
+    if context.cursor:
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=WEAKNESSES, after_storage_id=int(context.cursor)), limit=_BATCH, ascending=True
+        ).records
+    else:
+        # Switched on for the first time: only the newest judgement counts, history is not replayed.
+        records = context.instance.fetch_materializations(WEAKNESSES, limit=1).records
     if not records:
         return dg.SkipReason("no new feedback/weaknesses materialization")
     # Several judgements of one round since the last tick: the newest decides.
