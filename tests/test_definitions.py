@@ -25,3 +25,17 @@ def test_raw_group_holds_prompts_and_rejects():
     graph = defs.resolve_asset_graph()
     raw = dg.AssetSelection.groups("raw").resolve(graph)
     assert {k.to_user_string() for k in raw} == {"raw/prompts", "raw/rejects"}
+
+
+def test_loop_groups_sensors_and_refresh_job():
+    graph = defs.resolve_asset_graph()
+    groups = {g: {k.to_user_string() for k in dg.AssetSelection.groups(g).resolve(graph)} for g in ("evaluate", "feedback")}
+    assert groups["evaluate"] == {"eval/prompts", "eval/predictions", "eval/scores", "eval/metrics"}
+    assert groups["feedback"] == {"feedback/weaknesses", "feedback/requests"}
+    refresh = defs.resolve_job_def("refresh_job")
+    assert {k.to_user_string() for k in refresh.asset_layer.executable_asset_keys} == {
+        k.to_user_string() for k in graph.get_all_asset_keys()
+    }
+    sensors = {s.name: s for s in defs.sensors}
+    assert sensors["feedback_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensors["feedback_sensor"].job_name == "refresh_job"
