@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_UPDATE_CHECK := 1
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: setup demo test bench clean-lake
+.PHONY: setup demo test bench clean-lake up down
 
 setup: $(STAMP) $(SKY_STAMP)
 
@@ -41,8 +41,16 @@ demo: setup
 test: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest
 
+# Dagster UI + daemon (DAGSTER_HOME=.dagster_home) and the Streamlit dashboard on 127.0.0.1; Ctrl-C stops both.
+# `make up BACKGROUND=1` returns once both answer; `make down` stops them (nexa_ui/up.py).
+up: setup
+	$(PY) -m nexa_ui.up $(if $(BACKGROUND),--background)
+
+down:
+	$(PY) -m nexa_ui.up --down
+
 bench: setup
-	$(PY) bench/lake.py; $(PY) bench/teacher.py; $(PY) bench/train.py
+	$(PY) bench/lake.py; $(PY) bench/teacher.py; $(PY) bench/train.py; $(PY) bench/loop.py
 
 clean-lake:
 	rm -rf data_lake/*/
