@@ -131,6 +131,10 @@ class TickPlan:
     unchanged: int = 0
 
 
+def n_files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
 def stamp(f: InputFile) -> str:
     """The cheap change marker: the ETag on S3, the mtime locally."""
     return f.etag if f.etag else repr(f.mtime)
@@ -213,7 +217,7 @@ def files_tag(files: Sequence[str], max_chars: int = TAG_FILES_MAX_CHARS) -> str
         tail = f", … (+{more} more)" if more else ""
         if len(candidate) + len(tail) > max_chars:
             rest = len(files) - i
-            return f"{text}, … (+{rest} more)" if text else f"{rest} files"
+            return f"{text}, … (+{rest} more)" if text else n_files(rest)
         text = candidate
     return text
 
@@ -261,11 +265,11 @@ def arrival_sensor(context: dg.SensorEvaluationContext, inputs: InputsResource) 
         context.log.info(f"content already taken, no run: {', '.join(plan.same_content)}")
     requests = [run_request(b, i + 1, len(plan.batches)) for i, b in enumerate(plan.batches)]
     for request, batch in zip(requests, plan.batches):
-        context.log.info(f"run {request.run_key}: {len(batch.files)} files from {inputs.uri}: {files_tag(batch.files)}")
+        context.log.info(f"run {request.run_key}: {n_files(len(batch.files))} from {inputs.uri}: {files_tag(batch.files)}")
     cursor = plan.state.to_cursor()
     if requests:
         return dg.SensorResult(run_requests=requests, cursor=cursor)
-    reason = f"{len(listed)} files in {inputs.uri}, none new and stable"
+    reason = f"{n_files(len(listed))} in {inputs.uri}, none new and stable"
     if plan.waiting:
         reason += f"; {len(plan.waiting)} waiting to hold still for one tick ({files_tag(plan.waiting, 120)})"
     return dg.SensorResult(skip_reason=reason, cursor=cursor)

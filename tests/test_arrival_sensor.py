@@ -212,7 +212,7 @@ def test_files_tag_is_bounded():
     assert files_tag(["a.jsonl", "b.jsonl"]) == "a.jsonl, b.jsonl"
     long = files_tag([f"file-{i:03d}.jsonl" for i in range(100)], max_chars=60)
     assert len(long) <= 60 and long.startswith("file-000.jsonl, ") and long.endswith("more)")
-    assert files_tag(["x" * 300]) == "1 files"
+    assert files_tag(["x" * 300]) == "1 file"
 
 
 def test_sensor_is_registered_running_on_the_refresh_job():
