@@ -283,3 +283,35 @@ def test_empty_lake_names_the_command(page, tmp_path, monkeypatch):
     assert not at.error
     assert at.info and "make demo" in at.info[0].value
     assert "nexa materialize --select" in at.info[0].value
+
+
+@pytest.fixture(scope="module")
+def partial_root(ui_lake_root, tmp_path_factory) -> str:
+    """Eval metrics and pairs, but no feedback yet, no completions or prompts, checkpoints without metrics.json."""
+    from nexa_resources.lake import LakeResource, Lineage
+
+    full = LakeResource(root=ui_lake_root)
+    root = str(tmp_path_factory.mktemp("ui-partial") / "lake")
+    part = LakeResource(root=root)
+    for table in ("eval/metrics", "distill/pairs", "train/checkpoints"):
+        rows = full.read(table).drop("run_id", "round", "created_at")
+        if table == "train/checkpoints":
+            rows = rows.with_columns(pl.format("{}/train/artifacts/{}", pl.lit(root), "checkpoint_id").alias("uri"))
+        part.write(table, rows, mode="overwrite", lineage=Lineage(run_id="partial", round=0))
+    return root
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_partial_lake_pages_render(page, partial_root, monkeypatch):
+    monkeypatch.setenv("NEXA_LAKE_ROOT", partial_root)
+    at = open_page(page)
+    assert not at.error
+    if page == "leaderboard":
+        assert any("No feedback round has run yet" in i.value for i in at.info)
+        assert not at.page_link
+    if page == "cells":  # no thresholds yet: each checkpoint's mean by round
+        assert frame(at, "cell_history").height >= 1
+    if page == "inspector":
+        assert "(prompt not in raw.prompts)" in [c.value for c in at.caption]
+    if page == "training":
+        assert any("loss curve" in i.value for i in at.info)

@@ -21,6 +21,9 @@ if tables is not None:
     cols[2].metric("Models evaluated", board.height)
     eval_sets = metrics["eval_set"].n_unique() if "eval_set" in metrics.columns else 1
     cols[3].metric("Eval sets", eval_sets, help="Scores are comparable only within one eval set.")
+    if eval_sets > 1:
+        st.warning(f"These scores come from {eval_sets} different eval sets (new user files changed the held-out "
+                   "prompts): compare models evaluated on the same `eval_set` (SQL page: `eval.metrics`).")
 
     common.show_table(
         board,
