@@ -9,7 +9,7 @@ The cursor is JSON (shown in the Dagster UI on the sensor's page):
     {"v": 1,
      "seen": {"a.jsonl": ["<sha256[:16]>", <size>, "<etag or mtime>"], ...},   # listed now, content known
      "pending": {"b.jsonl": "<size>:<etag or mtime>", ...},                     # changed, waiting to be stable
-     "gone": ["<sha256[:16]>", ...],      # content of files no longer listed (most recent last, capped)
+     "gone": ["<sha256[:16]>", ...],      # content since removed or replaced (most recent last, capped)
      "skipped": ["link.jsonl", ...]}      # entries refused as unsafe (logged once, when first skipped)
 
 `seen` and `pending` only hold files that are listed now, so the cursor grows with the input folder
@@ -162,6 +162,7 @@ def plan_tick(
     listed_names = {f.name for f in listed}
     taken_hashes = set(state.gone) | {entry[0] for entry in state.seen.values()}
     new_files: list[tuple[str, str]] = []
+    replaced: list[str] = []  # earlier content of files that changed
     for f in sorted(listed, key=lambda f: f.name):
         signature = f"{f.size}:{stamp(f)}"
         previous = state.seen.get(f.name)
@@ -188,18 +189,22 @@ def plan_tick(
             continue
         digest = content_hash(data)
         nxt.seen[f.name] = [digest, f.size, stamp(f)]
+        if previous is not None and previous[0] != digest:
+            replaced.append(previous[0])
         if digest in taken_hashes:
             plan.same_content.append(f.name)
             continue
         taken_hashes.add(digest)
         new_files.append((f.name, digest))
 
-    # Content of files that left the folder is remembered (bounded), so dropping it again starts nothing.
+    # Content of files that left the folder or changed is remembered (bounded), so bringing it back starts
+    # nothing: its rows are in raw/prompts already.
     still_listed = {entry[0] for entry in nxt.seen.values()}
     gone = [h for h in state.gone if h not in still_listed]
-    for name, entry in state.seen.items():
-        if name not in listed_names and entry[0] not in still_listed and entry[0] not in gone:
-            gone.append(entry[0])
+    left = [entry[0] for name, entry in state.seen.items() if name not in listed_names]
+    for digest in [*left, *replaced]:
+        if digest not in still_listed and digest not in gone:
+            gone.append(digest)
     nxt.gone = gone[-MAX_GONE_HASHES:]
 
     for start in range(0, len(new_files), settings.batch_files):

@@ -136,6 +136,10 @@ def test_rewritten_same_content_and_copies_start_nothing_changed_file_starts_one
     assert changed.run_key != first.run_key
     assert sensor.tick() == []
 
+    source.put("a.jsonl", prompt_line(1))  # back to the first content: its rows are in the lake already
+    assert sensor.tick() == [] and sensor.tick() == []
+    assert sensor.log.records[-1].getMessage() == "content already taken, no run: a.jsonl"
+
 
 def test_partial_file_waits_until_it_holds_still(source, instance):
     sensor = Sensor(instance, source.inputs)
