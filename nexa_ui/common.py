@@ -67,9 +67,9 @@ def url_select(label: str, options: Sequence[str], param: str, *, page: str, def
     marker = f"_qp_{key}"  # the URL value this widget last agreed with
     options = list(options)
     wanted = st.query_params.get(param)
-    if wanted is not None and (key not in st.session_state or st.session_state.get(marker) != wanted):
-        if wanted in options:
-            st.session_state[key] = wanted
+    url_changed = key not in st.session_state or st.session_state.get(marker) != wanted
+    if wanted is not None and url_changed and wanted in options:
+        st.session_state[key] = wanted
     if st.session_state.get(key) not in options:
         st.session_state[key] = default if default in options else options[0]
     value = container.selectbox(label, options, key=key)
@@ -89,7 +89,7 @@ def fmt_usd(value: float | None) -> str:
     return "$0" if not value else f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
 
 
-def fmt_int(value: int | float | None) -> str:
+def fmt_int(value: float | None) -> str:
     return "–" if value is None else f"{int(value):,}"
 
 

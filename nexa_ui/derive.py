@@ -294,7 +294,22 @@ def loss_curves(curves: dict[str, list[list[float]]]) -> pl.DataFrame:
 
 
 __all__ = [
-    "DOMAINS", "TASK_TYPES", "METRICS", "leaderboard", "model_metrics", "cell_grid", "cell_history", "weak_cells",
-    "filter_pairs", "reject_reasons", "regeneration_chain", "completions_with_cells", "teacher_costs",
-    "eval_costs", "gpu_costs", "loss_curves", "latest_checkpoint", "pooled",
+    "DOMAINS",
+    "METRICS",
+    "TASK_TYPES",
+    "cell_grid",
+    "cell_history",
+    "completions_with_cells",
+    "eval_costs",
+    "filter_pairs",
+    "gpu_costs",
+    "latest_checkpoint",
+    "leaderboard",
+    "loss_curves",
+    "model_metrics",
+    "pooled",
+    "regeneration_chain",
+    "reject_reasons",
+    "teacher_costs",
+    "weak_cells",
 ]

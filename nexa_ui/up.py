@@ -258,7 +258,7 @@ def up(background: bool) -> int:
             time.sleep(0.5)
 
         width = max(len(s.title) for s in todo)
-        print("", flush=True)
+        print(flush=True)
         for service in todo:
             print(f"  {service.title:<{width}}  {service.url}", flush=True)
         sensors = _sensor_summary(todo[0])
@@ -277,7 +277,7 @@ def up(background: bool) -> int:
                     return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
-        print("", flush=True)
+        print(flush=True)
         stop_all()
         return 0
     except BaseException:

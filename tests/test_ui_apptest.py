@@ -143,7 +143,7 @@ def test_weak_cell_to_its_pairs_in_two_links(lake):
     shown = frame(at, "pairs")
     assert sorted(shown["request_id"].to_list()) == sorted(pairs["request_id"].to_list())
     scores = shown[f"score_{target['metric']}"].to_list()
-    assert scores == sorted(scores, key=lambda s: math.inf if s is None or s != s else s)  # lowest first
+    assert scores == sorted(scores, key=lambda s: math.inf if s is None or math.isnan(s) else s)  # lowest first
 
 
 def test_cells_heatmap_and_history_equal_tables(lake):

@@ -36,7 +36,7 @@ def test_up_background_then_down(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(home), "NEXA_DAGSTER_PORT": str(dagster_port),
            "NEXA_UI_PORT": str(ui_port), "NEXA_LAKE_ROOT": str(tmp_path / "lake"), "OMP_NUM_THREADS": "1"}
     up = subprocess.run([sys.executable, "-m", "nexa_ui.up", "--background"], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+                        check=False, capture_output=True, text=True, timeout=300)
     pids = {p.stem: int(p.read_text()) for p in (home / "nexa-up").glob("*.pid")}
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -51,11 +51,11 @@ def test_up_background_then_down(tmp_path):
             assert resp.read() == b"ok"
         # a second `up` refuses instead of starting twice
         again = subprocess.run([sys.executable, "-m", "nexa_ui.up", "--background"], cwd=ROOT, env=env,
-                               capture_output=True, text=True, timeout=60)
+                               check=False, capture_output=True, text=True, timeout=60)
         assert again.returncode == 1 and "make down" in again.stderr
     finally:
         down = subprocess.run([sys.executable, "-m", "nexa_ui.up", "--down"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120)
+                              check=False, capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stdout + down.stderr
     assert all(_gone(pid) for pid in pids.values())
     assert not list((home / "nexa-up").glob("*.pid"))
