@@ -128,7 +128,7 @@ def run_loop(instance: object, log: Callable[[str], None] = print) -> list[dict[
             log(f"feedback sensor → {request.run_key}: focus {request.tags.get('nexa/focus_cells')}")
             started = time.monotonic()
             run = job.execute_in_process(
-                run_config=request.run_config,
+                run_config={**request.run_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
                 tags={**request.tags, "dagster/run_key": request.run_key, DRIVER_TAG: "demo"},
                 instance=instance,
                 raise_on_error=False,
