@@ -76,7 +76,8 @@ def services(root: Path) -> list[Service]:
         Service(
             "streamlit", "Nexa dashboard (Streamlit)", ui_port,
             [sys.executable, "-m", "streamlit", "run", str(root / "nexa_ui" / "app.py"), "--server.address", HOST,
-             "--server.port", str(ui_port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+             "--server.port", str(ui_port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--client.toolbarMode", "minimal"],
             "/_stcore/health",
         ),
     ]
