@@ -23,6 +23,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -44,6 +45,7 @@ MAX_GONE_HASHES = 1000
 # Run tags are shown on every run row in the UI: the file tag holds the first names, the run config all.
 TAG_FILES_MAX_CHARS = 200
 HASH_CHARS = 16
+READ_THREADS = 8
 
 TRIGGER_TAG = "nexa/trigger"
 FILES_TAG = "nexa/files"
@@ -158,11 +160,11 @@ def plan_tick(
     nxt.skipped = sorted(name for name, _ in skipped)
     plan.newly_skipped = [warning for name, warning in skipped if name not in known_skipped]
 
+    # Reads per tick are capped too (not only new files), so a tick stays short even when thousands of
+    # files are renamed or touched at once; the rest stay pending, already stable, for the next tick.
     capacity = settings.batch_files * settings.max_runs_per_tick
     listed_names = {f.name for f in listed}
-    taken_hashes = set(state.gone) | {entry[0] for entry in state.seen.values()}
-    new_files: list[tuple[str, str]] = []
-    replaced: list[str] = []  # earlier content of files that changed
+    stable: list[InputFile] = []
     for f in sorted(listed, key=lambda f: f.name):
         signature = f"{f.size}:{stamp(f)}"
         previous = state.seen.get(f.name)
@@ -172,22 +174,36 @@ def plan_tick(
             if f"{previous[1]}:{previous[2]}" == signature:
                 plan.unchanged += 1
                 continue
-        if f.size == 0 or state.pending.get(f.name) != signature or len(new_files) >= capacity:
+        if f.size == 0 or state.pending.get(f.name) != signature or len(stable) >= capacity:
             # First look at this version of the file, an empty file (created, not yet written), or over
             # this tick's cap: look again next tick.
             nxt.pending[f.name] = signature
             plan.waiting.append(f.name)
             continue
+        stable.append(f)
+
+    def read(f: InputFile) -> bytes | Exception:
         try:
-            data = read_bytes(f.name)
+            return read_bytes(f.name)
         except (OSError, ValueError) as exc:  # deleted or replaced between listing and reading
-            plan.read_errors.append(f"could not read {f.name}: {exc}")
+            return exc
+
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:  # S3 reads are latency-bound
+        contents = list(pool.map(read, stable))
+
+    taken_hashes = set(state.gone) | {entry[0] for entry in state.seen.values()}
+    new_files: list[tuple[str, str]] = []
+    replaced: list[str] = []  # earlier content of files that changed
+    for f, data in zip(stable, contents):
+        if isinstance(data, Exception):
+            plan.read_errors.append(f"could not read {f.name}: {data}")
             continue
         if len(data) != f.size:  # still being written after all: wait for two more identical looks
             nxt.pending[f.name] = f"{len(data)}:changed"
             plan.waiting.append(f.name)
             continue
         digest = content_hash(data)
+        previous = state.seen.get(f.name)
         nxt.seen[f.name] = [digest, f.size, stamp(f)]
         if previous is not None and previous[0] != digest:
             replaced.append(previous[0])
