@@ -15,7 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from nexa_assets.distill.pairs import METRICS
-from tests import ui_lake
+import ui_lake  # tests/ui_lake.py (pytest puts tests/ on sys.path: no __init__.py there)
 
 APP = Path(__file__).resolve().parents[1] / "nexa_ui" / "app.py"
 PAGES = {"leaderboard": "views/leaderboard.py", "cells": "views/cells.py", "inspector": "views/inspector.py",

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests import ui_lake
+import ui_lake  # tests/ui_lake.py (pytest puts tests/ on sys.path: no __init__.py there)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
