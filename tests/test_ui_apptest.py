@@ -12,10 +12,10 @@ from urllib.parse import parse_qsl
 
 import polars as pl
 import pytest
+import ui_lake  # tests/ui_lake.py (pytest puts tests/ on sys.path: no __init__.py there)
 from streamlit.testing.v1 import AppTest
 
 from nexa_assets.distill.pairs import METRICS
-import ui_lake  # tests/ui_lake.py (pytest puts tests/ on sys.path: no __init__.py there)
 
 APP = Path(__file__).resolve().parents[1] / "nexa_ui" / "app.py"
 PAGES = {"leaderboard": "views/leaderboard.py", "cells": "views/cells.py", "inspector": "views/inspector.py",

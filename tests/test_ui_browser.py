@@ -18,7 +18,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 import ui_lake  # tests/ui_lake.py (pytest puts tests/ on sys.path: no __init__.py there)
 
 ROOT = Path(__file__).resolve().parents[1]
