@@ -296,4 +296,4 @@ def arrival_sensor(context: dg.SensorEvaluationContext, inputs: InputsResource) 
     return dg.SensorResult(skip_reason=reason, cursor=cursor)
 
 
-__all__ = ["arrival_sensor", "ArrivalSettings", "ArrivalState", "plan_tick", "files_tag"]
+__all__ = ["ArrivalSettings", "ArrivalState", "arrival_sensor", "files_tag", "plan_tick"]
