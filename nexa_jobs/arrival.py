@@ -13,7 +13,7 @@ The cursor is JSON (shown in the Dagster UI on the sensor's page):
      "skipped": ["link.jsonl", ...]}      # entries refused as unsafe (logged once, when first skipped)
 
 `seen` and `pending` only hold files that are listed now, so the cursor grows with the input folder
-(~60 bytes a file), never with history; `gone` is capped at `MAX_GONE_HASHES`.
+(60–80 bytes a file), never with history; `gone` is capped at `MAX_GONE_HASHES`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ DEFAULT_BATCH_FILES = 50
 # rather than launched at once. Stable files beyond the cap stay pending and are taken on the next tick.
 DEFAULT_MAX_RUNS_PER_TICK = 4
 DEFAULT_INTERVAL_S = 10
-# Hashes of files that left the folder, kept so the same content dropped again starts nothing. Beyond the
+# Hashes of content removed or replaced, kept so the same content coming back starts nothing. Beyond the
 # cap the oldest are forgotten: such a file would start a run that adds no rows (prompts merge by key).
 MAX_GONE_HASHES = 1000
 # Run tags are shown on every run row in the UI: the file tag holds the first names, the run config all.
