@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from nexa_jobs.feedback_sensor import latest_loop_config
 from nexa_jobs.jobs import refresh_job
 from nexa_resources.inputs import InputFile, InputsResource
 
@@ -243,11 +244,17 @@ def files_tag(files: Sequence[str], max_chars: int = TAG_FILES_MAX_CHARS) -> str
     return text
 
 
-def run_request(batch: Batch, index: int, total: int) -> dg.RunRequest:
-    """One refresh run for one batch: the full file list in run config, a readable summary in tags."""
+def run_request(batch: Batch, index: int, total: int, settings: dict | None = None) -> dg.RunRequest:
+    """One refresh run for one batch: the full file list in run config, a readable summary in tags.
+
+    `settings` is the loop's op config as last run (`latest_loop_config`): new files flow through with
+    the prompt counts, training steps and thresholds the user last chose, not the bare defaults.
+    """
+    ops = {op: {"config": dict(entry["config"])} for op, entry in ((settings or {}).get("ops") or {}).items()}
+    ops.setdefault("raw_prompts", {"config": {}})["config"]["files"] = list(batch.files)
     return dg.RunRequest(
         run_key=batch.run_key,
-        run_config={"ops": {"raw_prompts": {"config": {"files": list(batch.files)}}}},
+        run_config={"ops": ops},
         tags={
             TRIGGER_TAG: "arrival",
             FILES_COUNT_TAG: str(len(batch.files)),
@@ -284,7 +291,8 @@ def arrival_sensor(context: dg.SensorEvaluationContext, inputs: InputsResource) 
         context.log.warning(error)
     if plan.same_content:
         context.log.info(f"content already taken, no run: {', '.join(plan.same_content)}")
-    requests = [run_request(b, i + 1, len(plan.batches)) for i, b in enumerate(plan.batches)]
+    loop_settings = latest_loop_config(context.instance) if plan.batches else None
+    requests = [run_request(b, i + 1, len(plan.batches), loop_settings) for i, b in enumerate(plan.batches)]
     for request, batch in zip(requests, plan.batches):
         context.log.info(f"run {request.run_key}: {n_files(len(batch.files))} from {inputs.uri}: {files_tag(batch.files)}")
     cursor = plan.state.to_cursor()

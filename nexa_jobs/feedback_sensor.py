@@ -29,19 +29,34 @@ def run_key(round_: int) -> str:
     return f"feedback-round-{round_}"
 
 
-def next_round_config(base: Mapping[str, Any] | None, next_round: int) -> dict[str, Any]:
-    """The refresh run's config: the judging run's op config (known ops only), round set to `next_round`."""
+def inherited_config(base: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The op config a later refresh run takes over from `base` (a run's config): known ops only,
+    without what belongs to that one run (its input files, a pinned checkpoint, its round)."""
     ops: dict[str, Any] = {}
     for op, entry in ((base or {}).get("ops") or {}).items():
         if op not in OP_NAMES or not isinstance(entry, Mapping):
             continue
         config = dict(entry.get("config") or {})
-        for field in _NOT_INHERITED.get(op, ()):
+        for field in (*_NOT_INHERITED.get(op, ()), "round"):
             config.pop(field, None)
         ops[op] = {"config": config}
-    for op in ops_taking("round"):
-        ops.setdefault(op, {"config": {}})["config"]["round"] = next_round
     return {"ops": ops}
+
+
+def next_round_config(base: Mapping[str, Any] | None, next_round: int) -> dict[str, Any]:
+    """The refresh run's config: the judging run's op config (known ops only), round set to `next_round`."""
+    config = inherited_config(base)
+    for op in ops_taking("round"):
+        config["ops"].setdefault(op, {"config": {}})["config"]["round"] = next_round
+    return config
+
+
+def latest_loop_config(instance: dg.DagsterInstance) -> dict[str, Any]:
+    """The settings of the loop as last run: the inherited op config of the run that wrote the newest
+    feedback/weaknesses (empty before the first evaluation)."""
+    records = instance.fetch_materializations(WEAKNESSES, limit=1).records
+    run = instance.get_run_by_id(records[0].run_id) if records and records[0].run_id else None
+    return inherited_config(run.run_config if run else None)
 
 
 def _value(metadata: Mapping[str, Any], key: str) -> Any:

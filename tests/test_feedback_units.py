@@ -267,3 +267,23 @@ def test_the_next_round_inherits_the_judging_runs_settings():
     assert ops["distill__completions"]["config"] == {"per_cell": 2, "round": 2}
     assert ops["raw_prompts"]["config"] == {"generated_per_cell": 1, "round": 2}  # files belong to one run
     assert ops["feedback_loop"]["config"]["round"] == 2 and ops["eval__metrics"]["config"]["round"] == 2
+
+
+def test_new_files_run_with_the_loops_last_settings():
+    from nexa_jobs.arrival import Batch, run_request
+    from nexa_jobs.feedback_sensor import inherited_config
+
+    last = {
+        "ops": {
+            "distill__completions": {"config": {"per_cell": 2, "round": 3}},
+            "raw_prompts": {"config": {"files": ["old.jsonl"], "generated_per_cell": 0}},
+            "eval__predictions": {"config": {"checkpoint_id": "pinned", "max_tokens": 64}},
+        }
+    }
+    settings = inherited_config(last)
+    request = run_request(Batch(files=("new.jsonl",), hashes=("h",)), 1, 1, settings)
+    ops = request.run_config["ops"]
+    assert ops["distill__completions"]["config"] == {"per_cell": 2}  # round: the run resolves its own
+    assert ops["raw_prompts"]["config"] == {"generated_per_cell": 0, "files": ["new.jsonl"]}
+    assert ops["eval__predictions"]["config"] == {"max_tokens": 64}
+    assert last["ops"]["raw_prompts"]["config"]["files"] == ["old.jsonl"]  # the source is not modified
