@@ -31,6 +31,12 @@ DAGSTER_YAML = """\
 # Written by `make up` (nexa_ui/up.py). The instance keeps run history, schedules and sensor state here.
 telemetry:
   enabled: false
+# Sensor-launched refreshes (feedback rounds, new input files) each run a whole round, training included:
+# one at a time, the others wait in the queue.
+run_queue:
+  tag_concurrency_limits:
+    - key: nexa/trigger
+      limit: 1
 """
 
 
