@@ -36,7 +36,14 @@ DRIVER_TAG = "nexa/driver"
 
 
 def _table(df: pl.DataFrame) -> str:
-    with pl.Config(tbl_rows=100, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, fmt_str_lengths=60):
+    with pl.Config(
+        tbl_rows=100,
+        tbl_cols=-1,
+        tbl_width_chars=240,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        fmt_str_lengths=60,
+    ):
         return str(df)
 
 
