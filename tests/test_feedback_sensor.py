@@ -1,0 +1,134 @@
+"""The feedback sensor over planted evaluations (no teacher, no training): one run per round, the cursor
+moves, and no run when every cell passes or the round cap is reached."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from nexa_assets.evaluate.schema import METRIC_SCHEMA
+from nexa_assets.feedback.assets import feedback_loop
+from nexa_jobs.feedback_sensor import feedback_sensor
+from nexa_resources.judge import JudgeResource
+from nexa_resources.lake import LakeResource, Lineage
+
+METRICS = ("correctness", "methodology", "specificity", "clarity", "hallucination_safety")
+CELLS = [("biology", "hypothesis"), ("physics", "methodology")]
+
+
+def plant_round(lake: LakeResource, round_: int, scores: dict[tuple[str, str], float]) -> str:
+    """A checkpoint trained in `round_` and its eval/metrics and eval/scores rows (every metric = score)."""
+    checkpoint = f"ckpt-{round_}"
+    lineage = Lineage(run_id=f"plant-{round_}", round=round_)
+    lake.write(
+        "train/checkpoints",
+        pl.DataFrame({"checkpoint_id": [checkpoint], "uri": [f"/nowhere/{checkpoint}"]}),
+        mode="merge",
+        lineage=Lineage(run_id=f"plant-{round_}", round=round_, created_at=datetime.now(timezone.utc)),
+    )
+    rows = [
+        {
+            "model_id": checkpoint, "domain": d, "task_type": t, "metric": m, "model_kind": "checkpoint",
+            "checkpoint_id": checkpoint, "mean": s, "n": 3, "std": 0.0, "ci_low": s, "ci_high": s,
+            "judge_failures": 0, "truncation_rate": 0.0, "judge_model": "structural-v1", "rubric_version": "v",
+            "eval_set": "es",
+        }  # fmt: skip
+        for (d, t), s in scores.items()
+        for m in METRICS
+    ]
+    lake.write("eval/metrics", pl.DataFrame(rows, schema=METRIC_SCHEMA), mode="merge", lineage=lineage)
+    score_rows = pl.DataFrame(
+        [
+            {"model_id": checkpoint, "prompt_id": f"p-{d}-{t}", "metric": m, "domain": d, "task_type": t,
+             "judge_model": "structural-v1", "score": int(s), "rationale": f"more {m}"}  # fmt: skip
+            for (d, t), s in scores.items()
+            for m in METRICS
+        ]
+    )
+    lake.write("eval/scores", score_rows, mode="merge", lineage=lineage)
+    return checkpoint
+
+
+def judge(lake: LakeResource, instance: dg.DagsterInstance, round_: int, **config) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [feedback_loop],
+        resources={"lake": lake, "judge": JudgeResource()},
+        instance=instance,
+        run_config={"ops": {"feedback_loop": {"config": {"round": round_, **config}}}},
+        tags={"nexa/round": str(round_)},
+    )
+
+
+@pytest.fixture()
+def instance(tmp_path):
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home"), set_dagster_home=False) as inst:
+        yield inst
+
+
+def evaluate(instance: dg.DagsterInstance, cursor: str | None):
+    result = feedback_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+    if isinstance(result, dg.SkipReason):
+        return [], cursor, result.skip_message
+    skip = result.skip_reason.skip_message if result.skip_reason else ""
+    return list(result.run_requests or []), result.cursor, skip
+
+
+def test_one_run_per_round_until_the_round_cap(lake, instance):
+    plant_round(lake, 0, {CELLS[0]: 2.0, CELLS[1]: 4.0})
+    assert judge(lake, instance, 0, max_rounds=1).success
+    requests, cursor, _ = evaluate(instance, None)
+    assert [r.run_key for r in requests] == ["feedback-round-1"]
+    assert requests[0].tags["nexa/focus_cells"] == "biology/hypothesis"
+    assert requests[0].run_config["ops"]["feedback_loop"]["config"] == {"round": 1, "max_rounds": 1}
+
+    assert evaluate(instance, cursor)[0] == []  # nothing new: no second run for round 1
+    # Re-judging the same round (e.g. a retried run) asks for the same run key, which the daemon dedupes.
+    assert judge(lake, instance, 0, max_rounds=1).success
+    again, cursor, _ = evaluate(instance, cursor)
+    assert [r.run_key for r in again] == ["feedback-round-1"]
+
+    # Round 1 improved but one feedback round is the cap: stop, and the sensor launches nothing.
+    plant_round(lake, 1, {CELLS[0]: 3.0, CELLS[1]: 4.0})
+    assert judge(lake, instance, 1, max_rounds=1).success
+    weaknesses = lake.read("feedback/weaknesses").filter(pl.col("round") == 1)
+    assert set(weaknesses["stop_reason"]) == {"round_cap"} and set(weaknesses["loop_round"]) == {1}
+    requests, next_cursor, skip = evaluate(instance, cursor)
+    assert requests == [] and "round_cap" in skip and int(next_cursor) > int(cursor)
+    assert lake.read("feedback/requests").filter(pl.col("round") == 1).is_empty()
+
+
+def test_no_run_when_every_cell_passes(lake, instance):
+    plant_round(lake, 0, {CELLS[0]: 4.0, CELLS[1]: 4.5})
+    assert judge(lake, instance, 0, default_threshold=3.5).success
+    weaknesses = lake.read("feedback/weaknesses")
+    assert set(weaknesses["status"]) == {"pass"} and set(weaknesses["stop_reason"]) == {"all_cells_pass"}
+    requests, cursor, skip = evaluate(instance, None)
+    assert requests == [] and "all_cells_pass" in skip and cursor is not None
+
+    # Raising the bar re-judges the round as a new loop: now it is weak, and the next round is requested.
+    assert judge(lake, instance, 0, default_threshold=4.8).success
+    requests, _, _ = evaluate(instance, cursor)
+    assert [r.run_key for r in requests] == ["feedback-round-1"]
+    assert set(requests[0].tags["nexa/focus_cells"].split(",")) == {"biology/hypothesis", "physics/methodology"}
+    requests_table = lake.read("feedback/requests")
+    assert int(requests_table["n_prompts"].sum()) == 16 and set(requests_table["status"]) == {"open"}
+    assert set(requests_table["hints"].explode()) <= {f"more {m}" for m in METRICS}
+
+
+def test_unknown_threshold_metric_fails_with_the_valid_names(lake, instance):
+    plant_round(lake, 0, {CELLS[0]: 2.0})
+    result = dg.materialize(
+        [feedback_loop],
+        resources={"lake": lake, "judge": JudgeResource()},
+        instance=instance,
+        run_config={"ops": {"feedback_loop": {"config": {"thresholds": {"clarty": 4.0}}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert "clarty" in message and "clarity" in message and "hallucination_safety" in message
