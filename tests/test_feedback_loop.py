@@ -108,6 +108,25 @@ def test_round_zero_evaluates_the_checkpoint_and_finds_weak_cells(loop):
     assert set(requests.select("domain", "task_type").iter_rows()) <= weak_cells
 
 
+def test_every_materialization_explains_itself_in_the_ui(loop):
+    """Row count, the Delta version written and a Markdown preview or plot on every asset; the loss
+    curve and the per-cell scores as pictures."""
+    events = loop["round0"].get_asset_materialization_events()
+    assert len(events) == len(loop["lake"].tables())
+    for event in events:
+        metadata = event.materialization.metadata
+        key = event.asset_key.to_user_string()
+        assert "dagster/row_count" in metadata and "delta_version" in metadata, key
+        assert any(isinstance(v, dg.MarkdownMetadataValue) for v in metadata.values()), key
+    pictures = {
+        e.asset_key.to_user_string(): [k for k, v in e.materialization.metadata.items()
+                                       if isinstance(v, dg.MarkdownMetadataValue) and "data:image/png" in v.value]
+        for e in events
+    }
+    assert pictures["train/checkpoints"] == ["loss_curve"]
+    assert pictures["eval/metrics"] == ["cell_scores"] and pictures["feedback/weaknesses"] == ["cell_scores"]
+
+
 def test_sensor_requests_one_refresh_run_then_round_one_buys_only_new_prompts(loop, scripted_server):
     instance, lake = loop["instance"], loop["lake"]
     context = dg.build_sensor_context(instance=instance)

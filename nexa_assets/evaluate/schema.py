@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import polars as pl
 
+from nexa_assets.raw.ingest import PROMPT_SCHEMA
+
 # The held-out prompts (raw split `eval`), with the hash of the whole set they belong to.
 EVAL_PROMPT_SCHEMA: dict[str, pl.DataType] = {
-    "prompt_id": pl.String(),
-    "domain": pl.String(),
-    "task_type": pl.String(),
-    "instruction": pl.String(),
-    "context": pl.String(),
-    "source": pl.String(),
-    "origin": pl.String(),
+    **{c: PROMPT_SCHEMA[c] for c in ("prompt_id", "domain", "task_type", "instruction", "context", "source", "origin")},
     "eval_set": pl.String(),  # hash of every eval prompt_id: metrics are comparable only within one set
 }
 
