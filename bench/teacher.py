@@ -53,13 +53,17 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nexa_assets.distill.assets import COMPLETION_SCHEMA  # noqa: E402
-from nexa_assets.distill.collect import CollectStats, collect  # noqa: E402
-from nexa_assets.distill.task import format_messages, messages, request_id, templates  # noqa: E402
-from nexa_assets.taxonomy import DOMAINS, TASK_TYPES  # noqa: E402
-from nexa_resources.lake import LakeResource, Lineage  # noqa: E402
-from nexa_resources.llm_client import ChatClient, SamplingParams  # noqa: E402
-from nexa_resources.scripted_server import ScriptedServer  # noqa: E402
+from nexa_assets.distill.assets import COMPLETION_SCHEMA
+from nexa_assets.distill.collect import CollectStats, collect
+from nexa_assets.distill.task import format_messages, messages, request_id, templates
+from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
+from nexa_resources.lake import LakeResource, Lineage
+from nexa_resources.llm_client import (
+    ChatClient,
+    SamplingParams,
+    run_sync,
+)
+from nexa_resources.scripted_server import ScriptedServer
 
 RATIO_TARGET = 0.9
 COMPLETIONS = "distill/completions"
@@ -117,6 +121,8 @@ def answered_ids(lake: LakeResource) -> set[str]:
 
 
 def run_loop(factory: Callable[[], Any], loop: str) -> Any:
+    if loop == "nexa":  # what Nexa itself runs on (run_sync): uvloop when installed
+        return run_sync(factory)
     if loop == "uvloop":
         import uvloop
 
@@ -280,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch-size", type=int, default=32, help="rows per lake merge in collect() (default 32, as in the asset)"
     )
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="Nexa's event loop")
+    parser.add_argument(
+        "--loop", choices=("nexa", "asyncio", "uvloop"), default="nexa",
+        help="Nexa's event loop: nexa = what run_sync uses (uvloop when installed)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the (slow) baseline")
     parser.add_argument("--profile", action="store_true", help="also profile one Nexa collection with cProfile")
     parser.add_argument("--profile-top", type=int, default=25)

@@ -157,7 +157,8 @@ class ChatClient:
         # Several small connection pools instead of one large one: the HTTP pool scans every
         # connection on each request, which dominated client CPU at 64 connections (measured).
         if not self._pool:
-            shards = max(1, -(-self.max_concurrency // _CONNECTIONS_PER_SHARD))
+            # aiohttp's connector keeps its idle connections in a deque: one pool serves any concurrency.
+            shards = 1 if _transport() == "aiohttp" else max(1, -(-self.max_concurrency // _CONNECTIONS_PER_SHARD))
             per_shard = -(-self.max_concurrency // shards)
             limits = httpx.Limits(max_connections=per_shard + 1, max_keepalive_connections=per_shard + 1)
             tls = ssl.create_default_context()  # loading CA certificates costs ~35 ms: once, not per shard
@@ -165,12 +166,7 @@ class ChatClient:
         return self._pool
 
     def _shard(self, limits: httpx.Limits, tls: ssl.SSLContext) -> _Shard:
-        # The SDK's aiohttp transport (the `openai[aiohttp]` extra) spends ~40% less CPU per request than
-        # its default httpx one (bench/teacher.py: 0.74 vs 1.28 ms); NEXA_HTTP_TRANSPORT=httpx opts out.
-        if _transport() == "aiohttp":
-            http = openai.DefaultAioHttpClient(limits=limits, timeout=self._timeout_s, verify=tls)
-        else:
-            http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=self._timeout_s, verify=tls)
+        http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=self._timeout_s, verify=tls)
         client = openai.AsyncOpenAI(
             base_url=self.base_url,
             # Local servers ignore the key, but the client insists on one.
@@ -179,12 +175,12 @@ class ChatClient:
             timeout=self._timeout_s,
             http_client=http,
         )
-        return _Shard(client, http, self._timeout_s)
+        return _Shard(client, http, self._timeout_s, aiohttp_limit=limits.max_connections if _transport() == "aiohttp" else None, tls=tls)
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, []
         for shard in pool:
-            await shard.client.close()
+            await shard.aclose()
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
@@ -203,8 +199,8 @@ class ChatClient:
             await self._limiter.acquire(estimate)
             retry_after: float | None = None
             try:
-                response = await shard.post(body)
-                return _parse_completion(response.json(), (time.monotonic() - started) * 1000, attempt)
+                data = await shard.post_json(body)
+                return _parse_completion(data, (time.monotonic() - started) * 1000, attempt)
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 error = f"HTTP {status}: {_short(exc.message)}"
@@ -266,11 +262,70 @@ class _Shard:
     APITimeoutError, a transport failure its APIConnectionError.
     """
 
-    def __init__(self, client: openai.AsyncOpenAI, http: httpx.AsyncClient, timeout_s: float) -> None:
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI,
+        http: httpx.AsyncClient,
+        timeout_s: float,
+        *,
+        aiohttp_limit: int | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.client = client
         self._http = http  # the client's HTTP client (its http_client)
         self._timeout_s = timeout_s
         self._prepared: tuple[httpx.URL, httpx.Headers, dict[str, Any]] | None = None
+        self._aiohttp_limit = aiohttp_limit
+        self._tls = tls
+        self._session: Any = None  # aiohttp.ClientSession, opened on the first request (inside the loop)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        await self.client.close()
+
+    async def post_json(self, body: bytes) -> Any:
+        """POST /chat/completions and decode the JSON answer; raises the SDK's errors."""
+        if self._aiohttp_limit is None:
+            return (await self.post(body)).json()
+        return await self._post_aiohttp(body)
+
+    async def _post_aiohttp(self, body: bytes) -> Any:
+        """The same request on an aiohttp session: the SDK's URL, headers and timeout, its error types.
+
+        The httpx request/response models cost about half of the client's CPU per request (cProfile,
+        bench/teacher.py), so the hot path skips them; an error status still becomes the SDK's
+        APIStatusError (built from an httpx.Response of the same status, headers and body).
+        """
+        import aiohttp
+
+        url, headers, _ = self._prepared or self._prepare()
+        if self._session is None:
+            self._send_headers = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
+            self._send_headers["accept-encoding"] = "gzip, deflate"  # what aiohttp decodes without extras
+            self._url = str(url)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._aiohttp_limit, ssl=self._tls or True),
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+                auto_decompress=True,
+            )
+        try:
+            async with self._session.post(self._url, data=body, headers=self._send_headers) as response:
+                content = await response.read()
+                status, raw_headers = response.status, response.raw_headers
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise openai.APITimeoutError(request=self._request(body)) from exc
+        except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
+            raise openai.APIConnectionError(request=self._request(body)) from exc
+        if status >= 400:
+            failed = httpx.Response(status, headers=list(raw_headers), content=content, request=self._request(body))
+            raise self.client._make_status_error_from_response(failed)
+        return json.loads(content)
+
+    def _request(self, body: bytes) -> httpx.Request:
+        url, headers, extensions = self._prepared or self._prepare()
+        return httpx.Request("POST", url, headers=headers, content=body, extensions=extensions)
 
     def _prepare(self) -> tuple[httpx.URL, httpx.Headers, dict[str, Any]]:
         """URL, headers and timeout as `AsyncOpenAI._build_request` and `httpx.AsyncClient` make them.
@@ -295,11 +350,11 @@ class _Shard:
         # Cookies a server set (a sticky load balancer, say) go back with the request, as in the SDK.
         cookies = http.cookies or None
         request = httpx.Request("POST", url, headers=headers, cookies=cookies, content=body, extensions=extensions)
+        # The copied headers forget their encoding, and httpx would re-detect it on every access.
+        request.headers.encoding = headers.encoding
         try:
             response = await http.send(request)
         except httpx.TimeoutException as exc:
-            if _dropped(exc):
-                raise openai.APIConnectionError(request=request) from exc
             raise openai.APITimeoutError(request=request) from exc
         except (httpx.RequestError, ssl.SSLError, anyio.EndOfStream) as exc:
             raise openai.APIConnectionError(request=request) from exc
@@ -308,6 +363,8 @@ class _Shard:
         return response
 
 
+# The hot path of a chat completion: aiohttp (default when installed, the `openai[aiohttp]` extra) or the
+# SDK's own httpx client. Measured in bench/teacher.py: 0.4 vs 1.3 ms of client CPU per request.
 TRANSPORTS: tuple[str, ...] = ("aiohttp", "httpx")
 
 
@@ -325,18 +382,6 @@ def _transport() -> str:
             raise ImportError("NEXA_HTTP_TRANSPORT=aiohttp needs aiohttp: pip install 'openai[aiohttp]'") from None
         return "httpx"
     return "aiohttp"
-
-
-def _dropped(exc: BaseException) -> bool:
-    """The aiohttp transport reports a connection the server dropped (ServerDisconnectedError …) as
-    httpx's ConnectTimeout; it is a connection error, not a timeout."""
-    cause = exc.__cause__
-    if cause is None or type(cause).__module__.split(".")[0] != "aiohttp":
-        return False
-    import aiohttp
-
-    timeouts = (aiohttp.ServerTimeoutError, getattr(aiohttp, "SocketTimeoutError", aiohttp.ServerTimeoutError))
-    return isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, timeouts)
 
 
 def _json_body(body: dict[str, Any]) -> bytes:
@@ -390,13 +435,32 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when installed (less CPU per request: bench/teacher.py), else asyncio's default.
+
+    NEXA_EVENT_LOOP=asyncio opts out.
+    """
+    if os.environ.get("NEXA_EVENT_LOOP", "").strip().lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _run(factory: Callable[[], Awaitable[Any]]) -> Any:
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(factory())  # type: ignore[arg-type]
+
+
 def run_sync(factory: Callable[[], Awaitable[Any]]) -> Any:
     """Run a coroutine from synchronous code (Dagster asset bodies), even inside a running loop."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(factory())
+        return _run(factory)
     import concurrent.futures
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(factory())).result()
+        return pool.submit(lambda: _run(factory)).result()

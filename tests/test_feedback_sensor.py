@@ -3,7 +3,7 @@ moves, and no run when every cell passes or the round cap is reached."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
@@ -27,7 +27,7 @@ def plant_round(lake: LakeResource, round_: int, scores: dict[tuple[str, str], f
         "train/checkpoints",
         pl.DataFrame({"checkpoint_id": [checkpoint], "uri": [f"/nowhere/{checkpoint}"]}),
         mode="merge",
-        lineage=Lineage(run_id=f"plant-{round_}", round=round_, created_at=datetime.now(timezone.utc)),
+        lineage=Lineage(run_id=f"plant-{round_}", round=round_, created_at=datetime.now(UTC)),
     )
     rows = [
         {
@@ -35,7 +35,7 @@ def plant_round(lake: LakeResource, round_: int, scores: dict[tuple[str, str], f
             "checkpoint_id": checkpoint, "mean": s, "n": 3, "std": 0.0, "ci_low": s, "ci_high": s,
             "judge_failures": 0, "truncation_rate": 0.0, "judge_model": "structural-v1", "rubric_version": "v",
             "eval_set": "es",
-        }  # fmt: skip
+        }
         for (d, t), s in scores.items()
         for m in METRICS
     ]
@@ -43,7 +43,7 @@ def plant_round(lake: LakeResource, round_: int, scores: dict[tuple[str, str], f
     score_rows = pl.DataFrame(
         [
             {"model_id": checkpoint, "prompt_id": f"p-{d}-{t}", "metric": m, "domain": d, "task_type": t,
-             "judge_model": "structural-v1", "score": int(s), "rationale": f"more {m}"}  # fmt: skip
+             "judge_model": "structural-v1", "score": int(s), "rationale": f"more {m}"}
             for (d, t), s in scores.items()
             for m in METRICS
         ]

@@ -65,7 +65,7 @@ def _predictions(rows: list[dict]) -> pl.DataFrame:
         "model_id": "m", "model_kind": "checkpoint", "checkpoint_id": "m", "domain": "physics",
         "task_type": "hypothesis", "prediction": "answer", "finish_reason": "stop", "prompt_tokens": 1,
         "completion_tokens": 1, "latency_ms": 1.0, "cost_usd": 0.0, "error": None, "eval_set": "es",
-    }  # fmt: skip
+    }
     return pl.DataFrame([{**base, **r} for r in rows], schema=PREDICTION_SCHEMA)
 
 
@@ -113,7 +113,7 @@ def _metrics(scores: dict[tuple[str, str, str], float | None], model: str = "ckp
             "model_id": model, "domain": d, "task_type": t, "metric": m, "model_kind": "checkpoint",
             "checkpoint_id": model, "mean": s, "n": 4 if s is not None else 0, "std": 0.5, "ci_low": s, "ci_high": s,
             "judge_failures": 0, "truncation_rate": 0.0, "judge_model": "j", "rubric_version": "v", "eval_set": "es",
-        }  # fmt: skip
+        }
         for (d, t, m), s in scores.items()
     ]
     return pl.DataFrame(rows, schema=METRIC_SCHEMA)
@@ -191,7 +191,7 @@ def test_allocation_is_proportional_to_the_gap_and_sums_to_the_budget():
     assert allocate(gaps, 2, min_per_cell=1) == {("biology", "hypothesis"): 1, ("physics", "methodology"): 1}
     one = allocate(gaps, 1, min_per_cell=1)
     assert one == {("biology", "hypothesis"): 1, ("physics", "methodology"): 0}
-    for budget in range(0, 30):
+    for budget in range(30):
         assert sum(allocate({("a", "x"): 0.7, ("b", "y"): 1.3, ("c", "z"): 2.9}, budget).values()) == budget
     assert allocate({}, 5) == {}
     with pytest.raises(ValueError):
@@ -229,7 +229,7 @@ def test_fulfilment_makes_new_train_prompts_once():
                 "domain": "physics", "task_type": "methodology", "for_round": 1, "n_prompts": 3, "gap": 2.0,
                 "metrics": ["clarity"], "hints": ["state the control explicitly"], "status": "open",
                 "fulfilled_by": None, "prompt_ids": [],
-            }  # fmt: skip
+            }
         ],
         schema=REQUEST_SCHEMA,
     )

@@ -10,10 +10,16 @@ from pydantic import Field
 from nexa_assets.distill.collect import CollectStats, collect
 from nexa_assets.distill.filters import FilterConfig
 from nexa_assets.distill.pairs import METRICS, GateConfig, evaluate_pairs
-from nexa_assets.distill.task import OUTPUT_COLUMNS, format_messages, format_regeneration, request_id, templates
+from nexa_assets.distill.task import (
+    OUTPUT_COLUMNS,
+    format_messages,
+    format_regeneration,
+    request_id,
+    templates,
+)
 from nexa_assets.metadata import counts, preview
-from nexa_resources.judge import JudgeResource
 from nexa_assets.rounds import resolve_round
+from nexa_resources.judge import JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import run_sync
 from nexa_resources.teacher import TeacherResource

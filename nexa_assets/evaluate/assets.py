@@ -10,8 +10,8 @@ import polars as pl
 from pydantic import Field
 
 from nexa_assets.evaluate.predict import eval_set_hash, pending_prompts, predict
-from nexa_assets.evaluate.rubric import load_rubric
 from nexa_assets.evaluate.report import cell_heatmap_markdown
+from nexa_assets.evaluate.rubric import load_rubric
 from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA, PREDICTION_SCHEMA
 from nexa_assets.evaluate.scoring import cell_metrics, judge_items, score_rows
 from nexa_assets.metadata import counts, markdown_table, preview

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 
 import polars as pl
 
@@ -31,8 +32,8 @@ def cell_heatmap_png(metrics: pl.DataFrame, title: str = "", thresholds: dict[st
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     for i, row in enumerate(grid):
         for j, value in enumerate(row):
-            ax.text(j, i, "–" if value != value else f"{value:.2f}", ha="center", va="center", fontsize=7)
-            if thresholds and value == value and value < thresholds.get(cols[j], 0):
+            ax.text(j, i, "–" if math.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=7)
+            if thresholds and not math.isnan(value) and value < thresholds.get(cols[j], 0):
                 ax.add_patch(_outline(i, j))
     fig.colorbar(image, ax=ax, fraction=0.04, label="mean score (1–5)")
     if title:
@@ -43,7 +44,7 @@ def cell_heatmap_png(metrics: pl.DataFrame, title: str = "", thresholds: dict[st
     return buffer.getvalue()
 
 
-def _outline(i: int, j: int):  # noqa: ANN202
+def _outline(i: int, j: int):
     from matplotlib.patches import Rectangle
 
     return Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#b91c1c", linewidth=2)

@@ -13,7 +13,12 @@ from nexa_assets.evaluate.assets import newest_checkpoint
 from nexa_assets.evaluate.report import cell_heatmap_markdown
 from nexa_assets.evaluate.rubric import load_rubric
 from nexa_assets.feedback.requests import build_requests
-from nexa_assets.feedback.weakness import LoopRules, classify_cells, focus_cells, judge_round
+from nexa_assets.feedback.weakness import (
+    LoopRules,
+    classify_cells,
+    focus_cells,
+    judge_round,
+)
 from nexa_assets.metadata import markdown_table
 from nexa_assets.rounds import resolve_round
 from nexa_resources.judge import JudgeResource

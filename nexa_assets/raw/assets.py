@@ -9,11 +9,16 @@ from pydantic import Field
 
 from nexa_assets.metadata import counts, preview
 from nexa_assets.raw.feedback import Fulfilment, fulfil_requests
-from nexa_assets.raw.ingest import PROMPT_SCHEMA, REJECT_SCHEMA, GenerationRequest, ingest
+from nexa_assets.raw.ingest import (
+    PROMPT_SCHEMA,
+    REJECT_SCHEMA,
+    GenerationRequest,
+    ingest,
+)
 from nexa_assets.raw.validate import ValidationRules
+from nexa_assets.rounds import resolve_round
 from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
 from nexa_resources.inputs import InputsResource
-from nexa_assets.rounds import resolve_round
 from nexa_resources.lake import LakeResource, Lineage
 
 PROMPTS = dg.AssetKey(["raw", "prompts"])
@@ -186,4 +191,4 @@ def _fulfil_feedback(context: dg.AssetExecutionContext, lake: LakeResource, rule
     return fed
 
 
-__all__ = ["raw_prompts", "RawPromptsConfig", "REJECT_SCHEMA"]
+__all__ = ["REJECT_SCHEMA", "RawPromptsConfig", "raw_prompts"]

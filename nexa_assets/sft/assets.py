@@ -7,8 +7,8 @@ import polars as pl
 from pydantic import Field
 
 from nexa_assets.metadata import counts, preview
-from nexa_assets.sft.package import EXAMPLE_SCHEMA, EvalIndex, SftConfig, build_examples
 from nexa_assets.rounds import resolve_round
+from nexa_assets.sft.package import EXAMPLE_SCHEMA, EvalIndex, SftConfig, build_examples
 from nexa_resources.lake import LakeResource, Lineage
 
 EXAMPLES = dg.AssetKey(["sft", "examples"])

@@ -6,12 +6,12 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from nexa_assets.rounds import resolve_round
 from nexa_assets.train.config import TrainConfig
 from nexa_assets.train.local import TrainingCompute
 from nexa_assets.train.presets import DEFAULT_PRESET, PRESETS
 from nexa_assets.train.register import artifact_uri, checkpoint_id, checkpoint_row
 from nexa_assets.train.report import loss_plot_markdown
-from nexa_assets.rounds import resolve_round
 from nexa_resources.lake import LakeResource, Lineage
 
 CHECKPOINTS = dg.AssetKey(["train", "checkpoints"])
