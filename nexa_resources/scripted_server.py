@@ -231,7 +231,7 @@ class ScriptedApp:
             self.in_flight += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, self.in_flight)
             try:
-                await self._chat(scope, receive, send)
+                await self._chat(scope, receive, send, time.monotonic())
             finally:
                 self.in_flight -= 1
         elif method == "GET" and path == "/health":
@@ -262,7 +262,7 @@ class ScriptedApp:
         else:
             await self._send(send, 404, _error("invalid_request_error", f"no route {method} {path}", "not_found"))
 
-    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _chat(self, scope: Scope, receive: Receive, send: Send, arrived: float) -> None:
         """Answer one chat completion, applying any scripted fault."""
         raw = await self._read_body(receive)
         stats = self.stats
@@ -290,7 +290,8 @@ class ScriptedApp:
         if fault is not None:
             stats.by_fault[fault] += 1
         if cfg.latency_ms > 0:
-            await asyncio.sleep(cfg.latency_ms / 1000)
+            # The latency counts from the request's arrival, so the server's own parsing is inside it.
+            await asyncio.sleep(max(0.0, cfg.latency_ms / 1000 - (time.monotonic() - arrived)))
 
         if fault == "429":
             stats.by_status["429"] += 1
