@@ -41,7 +41,7 @@ STAGES = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--latency-ms", type=float, default=50.0, help="scripted teacher latency per answer")
+    parser.add_argument("--latency-ms", type=int, default=50, help="scripted teacher latency per answer")
     parser.add_argument("--local-teacher", action="store_true", help="use the local SmolLM2 teacher instead")
     args = parser.parse_args()
 
@@ -97,9 +97,12 @@ def run(server: object | None) -> int:
         by_stage: dict[str, float] = {}
         for stat in instance.get_run_step_stats(str(r["run_id"])):
             if stat.start_time and stat.end_time:
-                stage = STAGES.get(stat.step_key, stat.step_key)
+                # Asset-check steps (e.g. sft__examples_sft_decontamination) count with their asset.
+                op = next((k for k in STAGES if stat.step_key.startswith(k)), stat.step_key)
+                stage = STAGES.get(op, op)
                 by_stage[stage] = by_stage.get(stage, 0.0) + stat.end_time - stat.start_time
-        stage_rows.append({"round": r["round"], **{k: round(v, 1) for k, v in by_stage.items()},
+        order = dict.fromkeys(STAGES.values())
+        stage_rows.append({"round": int(r["round"]), **{k: round(by_stage.get(k, 0.0), 1) for k in order},
                            "round_wall_s": round(float(r["wall_s"]), 1)})
 
     answered_before: set[str] = set()
@@ -127,7 +130,7 @@ def run(server: object | None) -> int:
         print("\nTeacher spend per round (round 0 answers the seed prompts; later rounds only what they bought):")
         print(pl.DataFrame(rows))
         print("\nWall time per stage and round (s):")
-        print(pl.DataFrame(stage_rows).fill_null(0.0))
+        print(pl.DataFrame(stage_rows))
     if received:
         print(f"\nrequests the teacher server received in all: {received[0]} (table rows: {completions.height})")
     print(f"loop wall time: {total:.1f}s over {len(rounds)} rounds")
