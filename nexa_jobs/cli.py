@@ -25,7 +25,12 @@ def _lake() -> LakeResource:
 def _instance():
     import dagster as dg
 
-    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    if not os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.ephemeral()
+    from nexa_jobs.instance import dagster_home
+
+    dagster_home()  # writes Nexa's dagster.yaml into a new DAGSTER_HOME
+    return dg.DagsterInstance.get()
 
 
 def materialize(

@@ -24,20 +24,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from nexa_jobs.instance import dagster_home
+
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 240  # dagster dev imports the whole code location (torch, transformers) before answering
 STOP_TIMEOUT_S = 20
-DAGSTER_YAML = """\
-# Written by `make up` (nexa_ui/up.py). The instance keeps run history, schedules and sensor state here.
-telemetry:
-  enabled: false
-# Sensor-launched refreshes (feedback rounds, new input files) each run a whole round, training included:
-# one at a time, the others wait in the queue.
-run_queue:
-  tag_concurrency_limits:
-    - key: nexa/trigger
-      limit: 1
-"""
 
 
 @dataclass(frozen=True)
@@ -58,15 +49,6 @@ def project_root() -> Path:
     if not (root / "workspace.yaml").is_file():
         raise SystemExit(f"run this from the Nexa project root (no workspace.yaml in {root})")
     return root
-
-
-def dagster_home(root: Path) -> Path:
-    home = Path(os.environ.get("DAGSTER_HOME") or root / ".dagster_home").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
-    return home
 
 
 def services(root: Path) -> list[Service]:

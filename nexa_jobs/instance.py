@@ -1,0 +1,28 @@
+"""The persistent Dagster instance that `make up` and `make demo` share (DAGSTER_HOME, default .dagster_home)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DAGSTER_YAML = """\
+# Written by Nexa (make up / make demo). The instance keeps run history, schedules and sensor state here.
+telemetry:
+  enabled: false
+# Sensor-launched refreshes (feedback rounds, new input files) each run a whole round, training included:
+# one at a time, the others wait in the queue.
+run_queue:
+  tag_concurrency_limits:
+    - key: nexa/trigger
+      limit: 1
+"""
+
+
+def dagster_home(root: Path | None = None) -> Path:
+    """$DAGSTER_HOME, else <root>/.dagster_home, created with Nexa's dagster.yaml when it has none."""
+    home = Path(os.environ.get("DAGSTER_HOME") or (root or Path.cwd()) / ".dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    return home
