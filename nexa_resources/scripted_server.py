@@ -289,30 +289,38 @@ class ScriptedApp:
         cfg = self.config
         if fault is not None:
             stats.by_fault[fault] += 1
-        if cfg.latency_ms > 0:
-            # The latency counts from the request's arrival, so the server's own parsing is inside it.
-            await asyncio.sleep(max(0.0, cfg.latency_ms / 1000 - (time.monotonic() - arrived)))
+
+        async def after_latency() -> None:
+            # The latency counts from the request's arrival, and the answer is built before waiting, so
+            # the server's own work is inside the configured latency, not added to it.
+            if cfg.latency_ms > 0:
+                await asyncio.sleep(max(0.0, cfg.latency_ms / 1000 - (time.monotonic() - arrived)))
 
         if fault == "429":
             stats.by_status["429"] += 1
             ra = cfg.retry_after_s
             ra_text = str(int(ra)) if float(ra).is_integer() else repr(float(ra))
             body = _error("requests", "Rate limit reached (scripted).", "rate_limit_exceeded")
+            await after_latency()
             await self._send(send, 429, body, [(b"retry-after", ra_text.encode())])
             return
         if fault == "500":
             stats.by_status["500"] += 1
+            await after_latency()
             await self._send(send, 500, _error("server_error", "The server had an error (scripted).", "server_error"))
             return
         if fault == "drop":
             stats.by_status["drop"] += 1
+            await after_latency()
             await self._drop(send)
             return
         if fault == "malformed":
             stats.by_status["200"] += 1
+            await after_latency()
             await self._send(send, 200, b'{"id": "chatcmpl-malformed", "object": "chat.completion", "choices": [')
             return
         if fault == "timeout":
+            await after_latency()
             await asyncio.sleep(cfg.timeout_sleep_s)
 
         prompt = next((_text(m.get("content")) for m in reversed(messages)
@@ -345,7 +353,10 @@ class ScriptedApp:
             },
         }
         stats.by_status["200"] += 1
-        await self._send(send, 200, _json_bytes(payload))
+        answer = _json_bytes(payload)
+        if fault != "timeout":
+            await after_latency()
+        await self._send(send, 200, answer)
 
 
 async def _serve(host: str, port: int, latency_ms: int) -> None:
