@@ -512,3 +512,22 @@ def test_rejected_answers_are_regenerated_once_and_judged_like_the_rest(srv, raw
     meta = metadata(again, "distill/pairs")
     assert meta["regenerated_this_run"] == 0 and meta["judged_this_run"] == 0
     assert raw_lake.read("distill/pairs").height == 20
+
+
+def test_per_cell_thins_the_seed_pack_but_answers_every_user_file_prompt(srv, lake, inputs):
+    rows = [
+        {"domain": "physics", "task_type": "methodology", "instruction": f"Design an assay for sample batch {i}."}
+        for i in range(3)
+    ]
+    Path(inputs.uri, "mine.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    result = materialize(
+        [raw_prompts, distill_completions], lake, teacher(srv), inputs, completions={"per_cell": 1, "max_prompts": None}
+    )
+    assert result.success
+    prompts = lake.read("raw/prompts")
+    answered = set(lake.read("distill/completions")["prompt_id"])
+    mine = prompts.filter(pl.col("origin") == "file")
+    train_mine = set(mine.filter(pl.col("split") == "train")["prompt_id"])
+    assert train_mine and train_mine <= answered  # every train prompt of the user's file
+    seeds = prompts.filter((pl.col("origin") == "seed") & (pl.col("split") == "train"))
+    assert len(answered & set(seeds["prompt_id"])) == 8  # one seed prompt per cell

@@ -55,8 +55,8 @@ class CompletionsConfig(dg.Config):
     max_prompts: int | None = Field(default=None, description="Answer at most this many train prompts (by id).")
     per_cell: int | None = Field(
         default=None,
-        description="Answer at most this many seed/file train prompts per (domain, task_type) cell; "
-        "prompts bought by the feedback loop are always answered.",
+        description="Answer at most this many seed-pack/generated train prompts per (domain, task_type) cell; "
+        "prompts from user files and those bought by the feedback loop are always answered.",
     )
     batch_size: int = Field(default=32, gt=0, description="Rows merged into the lake per batch while collecting.")
     domains: list[str] | None = Field(default=None, description="Only these domains (all when unset).")
@@ -137,8 +137,9 @@ def distill_completions(
     if config.domains:
         prompts = prompts.filter(pl.col("domain").is_in(config.domains))
     if config.per_cell is not None:
-        # The cap thins the seed and file prompts; prompts the feedback loop bought are always answered.
-        bought = pl.col("origin") == "feedback"
+        # The cap thins the built-in prompts (seed pack, generator); the user's files and the prompts the
+        # feedback loop bought are always answered.
+        bought = pl.col("origin").is_in(["feedback", "file"])
         rank = pl.int_range(pl.len()).over("domain", "task_type", bought)
         prompts = prompts.filter(bought | (rank < config.per_cell))
     if config.max_prompts is not None:
