@@ -25,10 +25,14 @@ def _lake() -> LakeResource:
 def _instance():
     import dagster as dg
 
+    from nexa_jobs.instance import PROJECT_HOME, dagster_home
+
+    # The project's instance when `make up` or `make demo` made one here, so CLI runs show in the UI and
+    # the sensors see them; else DAGSTER_HOME; else a throwaway instance.
+    if not os.environ.get("DAGSTER_HOME") and os.path.isdir(PROJECT_HOME):
+        os.environ["DAGSTER_HOME"] = os.path.abspath(PROJECT_HOME)
     if not os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.ephemeral()
-    from nexa_jobs.instance import dagster_home
-
     dagster_home()  # writes Nexa's dagster.yaml into a new DAGSTER_HOME
     return dg.DagsterInstance.get()
 

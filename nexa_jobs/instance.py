@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+PROJECT_HOME = ".dagster_home"  # relative to the project root (the working directory of make and nexa)
 DAGSTER_YAML = """\
 # Written by Nexa (make up / make demo). The instance keeps run history, schedules and sensor state here.
 telemetry:
@@ -20,7 +21,7 @@ run_queue:
 
 def dagster_home(root: Path | None = None) -> Path:
     """$DAGSTER_HOME, else <root>/.dagster_home, created with Nexa's dagster.yaml when it has none."""
-    home = Path(os.environ.get("DAGSTER_HOME") or (root or Path.cwd()) / ".dagster_home").resolve()
+    home = Path(os.environ.get("DAGSTER_HOME") or (root or Path.cwd()) / PROJECT_HOME).resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
