@@ -68,11 +68,9 @@ def run(server: object | None) -> int:
     import dagster as dg
     import polars as pl
 
-    from nexa_jobs.demo import DEMO_ENV, run_loop
+    from nexa_jobs.demo import run_loop
     from nexa_resources.lake import LakeResource
 
-    for key, value in DEMO_ENV.items():
-        os.environ.setdefault(key, value)
     instance = dg.DagsterInstance.get()
     received: list[int] = []
 

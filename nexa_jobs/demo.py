@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
@@ -10,8 +9,8 @@ import polars as pl
 
 from nexa_resources.lake import LakeResource
 
-# Sized for a 2-core laptop: the local 135M teacher writes ~10 tokens/s on CPU.
-DEMO_ENV = {"NEXA_TEACHER_MAX_TOKENS": "256", "NEXA_TEACHER_MAX_CONCURRENCY": "8"}
+# Sized for a 2-core laptop by run config only (prompt counts, answer lengths), never by env: the teacher's
+# settings are part of every request id, so `make up`'s daemon must build the same teacher as the demo.
 # SmolLM2-135M is a stand-in that lets the whole loop run offline; it cannot write the structured
 # answers the default gate demands (measured: 0 of 16 pass), so the demo waives the structure and
 # length checks and the judge thresholds, keeping refusal, citation, emptiness and duplicate checks.
@@ -183,8 +182,6 @@ def loop_report(lake: LakeResource, rounds: list[dict[str, object]]) -> str:
 
 
 def main() -> int:
-    for key, value in DEMO_ENV.items():
-        os.environ.setdefault(key, value)
     from nexa_jobs.cli import _instance
 
     instance = _instance()

@@ -14,9 +14,16 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from nexa_resources.llm_client import ChatClient, RetryPolicy, SamplingParams
-from nexa_resources.local_model import LOCAL_MODEL_NAME, LocalModelServer, ensure_local_model
+from nexa_resources.local_model import (
+    LOCAL_MODEL_NAME,
+    LocalModelServer,
+    ensure_local_model,
+)
 
 LOCAL_MODEL_ID = f"local/{LOCAL_MODEL_NAME}"
+# The local stand-in writes ~10 tokens/s on a laptop CPU and slows down past 8 parallel answers.
+LOCAL_MAX_TOKENS, LOCAL_CONCURRENCY = 256, 8
+REMOTE_MAX_TOKENS, REMOTE_CONCURRENCY = 384, 16
 # USD per 1M (input, output) tokens for well-known hosted models; extend with the `prices` field.
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o-mini": (0.15, 0.60),
@@ -34,9 +41,13 @@ class Endpoint(dg.ConfigurableResource):
     api_key: str | None = Field(default=None, description="API key; set it with dagster.EnvVar, never inline.")
     temperature: float = 0.7
     top_p: float = 0.95
-    max_tokens: int = Field(default=384, gt=0)
+    max_tokens: int = Field(
+        default=0, ge=0, description=f"Answer length limit; 0 = {LOCAL_MAX_TOKENS} for the local model, {REMOTE_MAX_TOKENS} otherwise."
+    )
     seed: int | None = None
-    max_concurrency: int = Field(default=16, gt=0)
+    max_concurrency: int = Field(
+        default=0, ge=0, description=f"Requests in flight; 0 = {LOCAL_CONCURRENCY} for the local model, {REMOTE_CONCURRENCY} otherwise."
+    )
     requests_per_minute: float = Field(default=0, ge=0, description="0 = unlimited")
     tokens_per_minute: float = Field(default=0, ge=0, description="0 = unlimited")
     timeout_s: float = Field(default=180.0, gt=0)
@@ -61,8 +72,18 @@ class Endpoint(dg.ConfigurableResource):
             raise ValueError(f"{type(self).__name__}: a base_url needs a model name too")
         return self.model
 
+    @property
+    def answer_tokens(self) -> int:
+        """max_tokens, or the default for this endpoint: the same wherever the resource is built (CLI, demo,
+        daemon), since it is part of every request id."""
+        return self.max_tokens or (LOCAL_MAX_TOKENS if self.is_local else REMOTE_MAX_TOKENS)
+
+    @property
+    def concurrency(self) -> int:
+        return self.max_concurrency or (LOCAL_CONCURRENCY if self.is_local else REMOTE_CONCURRENCY)
+
     def sampling(self) -> SamplingParams:
-        return SamplingParams(self.temperature, self.top_p, self.max_tokens, self.seed)
+        return SamplingParams(self.temperature, self.top_p, self.answer_tokens, self.seed)
 
     def price(self) -> tuple[float, float] | None:
         if self.is_local:
@@ -77,7 +98,7 @@ class Endpoint(dg.ConfigurableResource):
         return {
             "model_id": self.model_id,
             "endpoint": "local (transformers serve, 127.0.0.1)" if self.is_local else self.base_url,
-            "max_concurrency": self.max_concurrency,
+            "max_concurrency": self.concurrency,
             "sampling": self.sampling().as_request(),
         }
 
@@ -98,7 +119,7 @@ class Endpoint(dg.ConfigurableResource):
             model=request_model,
             api_key=api_key,
             timeout_s=self.timeout_s,
-            max_concurrency=self.max_concurrency,
+            max_concurrency=self.concurrency,
             requests_per_minute=self.requests_per_minute,
             tokens_per_minute=self.tokens_per_minute,
             retry=RetryPolicy(max_retries=self.max_retries, backoff_base_s=self.backoff_base_s),

@@ -287,3 +287,16 @@ def test_new_files_run_with_the_loops_last_settings():
     assert ops["raw_prompts"]["config"] == {"generated_per_cell": 0, "files": ["new.jsonl"]}
     assert ops["eval__predictions"]["config"] == {"max_tokens": 64}
     assert last["ops"]["raw_prompts"]["config"]["files"] == ["old.jsonl"]  # the source is not modified
+
+
+def test_teacher_defaults_do_not_depend_on_who_builds_the_resource(monkeypatch):
+    """The demo, the CLI and make up's daemon must compute the same request ids for the same prompt."""
+    from nexa_resources.teacher import TeacherResource
+
+    for var in ("NEXA_TEACHER_BASE_URL", "NEXA_TEACHER_MODEL", "NEXA_TEACHER_MAX_TOKENS", "NEXA_TEACHER_MAX_CONCURRENCY"):
+        monkeypatch.delenv(var, raising=False)
+    local = TeacherResource.from_env()
+    assert local.sampling().max_tokens == 256 and local.concurrency == 8
+    remote = TeacherResource(base_url="http://127.0.0.1:9/v1", model="m")
+    assert remote.sampling().max_tokens == 384 and remote.concurrency == 16
+    assert TeacherResource(max_tokens=100).sampling().max_tokens == 100
