@@ -127,6 +127,37 @@ def test_every_materialization_explains_itself_in_the_ui(loop):
     assert pictures["eval/metrics"] == ["cell_scores"] and pictures["feedback/weaknesses"] == ["cell_scores"]
 
 
+def test_reference_models_answer_once_and_join_the_leaderboard(loop, scripted_server):
+    """The teacher and another OpenAI-compatible model as reference rows; the checkpoint is not asked again."""
+    lake: LakeResource = loop["lake"]
+    evaluate = [a for a in ASSETS if a.op.name in ("eval__predictions", "eval__scores", "eval__metrics")]
+    config = {
+        "include_teacher": True,
+        "external_models": [{"base_url": scripted_server.base_url, "model": "reference-model", "api_key_env": None}],
+        "max_tokens": 32,
+    }
+    for attempt in range(2):
+        scripted_server.reset()
+        result = dg.materialize(
+            evaluate, resources=loop["resources"], instance=loop["instance"],
+            run_config={"ops": {"eval__predictions": {"config": config}}},
+        )
+        assert result.success
+        # 8 eval prompts for each reference model the first time; nothing at all the second time.
+        assert scripted_server.stats()["requests"] == (16 if attempt == 0 else 0)
+    predictions = lake.read("eval/predictions")
+    external = predictions.filter(pl.col("model_kind") == "external")
+    assert set(external["model_id"]) == {MODEL, "reference-model"} and external.height == 16
+    assert external["checkpoint_id"].null_count() == 16 and external["error"].null_count() == 16
+    metrics = lake.read("eval/metrics")
+    assert set(metrics.filter(pl.col("model_kind") == "external")["model_id"]) == {MODEL, "reference-model"}
+    # The scripted teacher writes structured answers: as a reference it outscores the 1-step student.
+    overall = metrics.group_by("model_id").agg(pl.col("mean").mean())
+    score = dict(zip(overall["model_id"], overall["mean"]))
+    checkpoint = lake.read("train/checkpoints").sort("created_at")["checkpoint_id"][-1]
+    assert score[MODEL] > score[checkpoint]
+
+
 def test_sensor_requests_one_refresh_run_then_round_one_buys_only_new_prompts(loop, scripted_server):
     instance, lake = loop["instance"], loop["lake"]
     context = dg.build_sensor_context(instance=instance)
