@@ -232,21 +232,28 @@ class ChatClient:
     ) -> AsyncIterator[tuple[str, ChatResult]]:
         """Complete many (key, messages) items with bounded concurrency, yielding as each finishes."""
         queue: asyncio.Queue[tuple[str, ChatResult]] = asyncio.Queue()
-        semaphore = asyncio.Semaphore(self.max_concurrency)
+        pending = iter(items)
 
-        async def one(key: str, messages: Sequence[dict[str, str]]) -> None:
-            async with semaphore:
-                result = await self.complete(messages, params)
-            await queue.put((key, result))
+        # A fixed pool of workers, each taking the next item when its request ends: no task or semaphore
+        # wait per item, and requests go out in order.
+        async def worker() -> None:
+            try:
+                for key, messages in pending:
+                    queue.put_nowait((key, await self.complete(messages, params)))
+            except Exception as exc:  # noqa: BLE001 - complete() never raises for a failed request: a bug
+                queue.put_nowait(("", exc))  # type: ignore[arg-type]  # surfaces in the consumer, not a hang
 
-        tasks = [asyncio.create_task(one(key, messages)) for key, messages in items]
+        workers = [asyncio.create_task(worker()) for _ in range(min(self.max_concurrency, len(items)))]
         try:
-            for _ in range(len(tasks)):
-                yield await queue.get()
+            for _ in range(len(items)):
+                key, result = await queue.get()
+                if isinstance(result, Exception):
+                    raise result
+                yield key, result
         finally:
-            for task in tasks:
+            for task in workers:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*workers, return_exceptions=True)
 
 
 class _Shard:

@@ -177,3 +177,32 @@ def test_rate_limiter_tokens_per_minute():
         return time.monotonic() - started
 
     assert 0.4 <= asyncio.run(go()) < 2.0
+
+
+def test_stream_keeps_the_concurrency_bound_and_surfaces_a_bug_instead_of_hanging(srv, monkeypatch):
+    srv.control(latency_ms=20)
+    c = client(srv, max_concurrency=4)
+    items = [(str(i), [{"role": "user", "content": f"q {i}"}]) for i in range(20)]
+
+    async def collect_all() -> list[str]:
+        try:
+            return [key async for key, result in c.stream(items, PARAMS) if result.ok]
+        finally:
+            await c.aclose()
+
+    assert sorted(asyncio.run(collect_all()), key=int) == [str(i) for i in range(20)]
+    assert srv.stats()["max_in_flight"] == 4
+
+    broken = client(srv, max_concurrency=2)
+
+    async def boom(*args, **kwargs):
+        raise RuntimeError("a bug in complete()")
+
+    monkeypatch.setattr(broken, "complete", boom)
+
+    async def drain() -> None:
+        async for _ in broken.stream(items, PARAMS):
+            pass
+
+    with pytest.raises(RuntimeError, match="a bug in complete"):
+        asyncio.run(asyncio.wait_for(drain(), timeout=10))
