@@ -7,7 +7,13 @@ import time
 
 import pytest
 
-from nexa_resources.llm_client import ChatClient, ChatResult, RateLimiter, RetryPolicy, SamplingParams
+from nexa_resources.llm_client import (
+    ChatClient,
+    ChatResult,
+    RateLimiter,
+    RetryPolicy,
+    SamplingParams,
+)
 from nexa_resources.scripted_server import ScriptedServer, answer_for, fingerprint
 
 MODEL = "scripted-teacher"
