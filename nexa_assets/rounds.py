@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import polars as pl
+from pydantic import Field
 
 from nexa_resources.lake import LakeResource
 
 ROUND_TAG = "nexa/round"
 FOCUS_TAG = "nexa/focus_cells"
 TRIGGER_TAG = "nexa/trigger"
+
+
+def round_field() -> Any:
+    """The `round` field every asset config shares: unset resolves through `resolve_round`."""
+    return Field(
+        default=None, description="Feedback round (lineage); unset: the run's nexa/round tag, else the latest round."
+    )
 
 
 def latest_round(lake: LakeResource) -> int:
@@ -33,7 +40,3 @@ def resolve_round(context: Any, configured: int | None, lake: LakeResource) -> i
         except ValueError:
             raise ValueError(f"run tag {ROUND_TAG}={tag!r} is not an integer round") from None
     return latest_round(lake)
-
-
-def round_column_max(frame: pl.DataFrame) -> int | None:
-    return None if frame.is_empty() else int(frame["round"].max())  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from nexa_assets.rounds import TRIGGER_TAG
 from nexa_jobs.feedback_sensor import latest_loop_config
 from nexa_jobs.jobs import refresh_job
 from nexa_resources.inputs import InputFile, InputsResource
@@ -48,7 +49,6 @@ TAG_FILES_MAX_CHARS = 200
 HASH_CHARS = 16
 READ_THREADS = 8
 
-TRIGGER_TAG = "nexa/trigger"
 FILES_TAG = "nexa/files"
 FILES_COUNT_TAG = "nexa/files_count"
 BATCH_TAG = "nexa/batch"

@@ -18,7 +18,7 @@ from nexa_assets.distill.task import (
     templates,
 )
 from nexa_assets.metadata import counts, preview
-from nexa_assets.rounds import resolve_round
+from nexa_assets.rounds import resolve_round, round_field
 from nexa_resources.judge import JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import run_sync
@@ -51,7 +51,7 @@ assert tuple(COMPLETION_SCHEMA) == OUTPUT_COLUMNS
 class CompletionsConfig(dg.Config):
     """Which prompts the teacher answers."""
 
-    round: int | None = Field(default=None, description="Feedback round (lineage); unset: the run's nexa/round tag, else the latest round.")
+    round: int | None = round_field()
     max_prompts: int | None = Field(default=None, description="Answer at most this many train prompts (by id).")
     per_cell: int | None = Field(
         default=None,
@@ -190,7 +190,7 @@ def distill_completions(
 class PairsConfig(dg.Config):
     """Filters, judge thresholds and regeneration."""
 
-    round: int | None = Field(default=None, description="Feedback round (lineage); unset: the run's nexa/round tag, else the latest round.")
+    round: int | None = round_field()
     regenerate: int = Field(default=1, ge=0, description="How many times a rejected pair is asked again.")
     min_chars: int = 150
     max_chars: int = 6000

@@ -12,10 +12,10 @@ from pydantic import Field
 from nexa_assets.evaluate.predict import eval_set_hash, pending_prompts, predict
 from nexa_assets.evaluate.report import cell_heatmap_markdown
 from nexa_assets.evaluate.rubric import load_rubric
-from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA, PREDICTION_SCHEMA
+from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA
 from nexa_assets.evaluate.scoring import cell_metrics, judge_items, score_rows
 from nexa_assets.metadata import counts, markdown_table, preview
-from nexa_assets.rounds import resolve_round
+from nexa_assets.rounds import resolve_round, round_field
 from nexa_resources.judge import JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import ChatClient, SamplingParams, run_sync
@@ -30,13 +30,10 @@ SCORES = dg.AssetKey(["eval", "scores"])
 METRICS = dg.AssetKey(["eval", "metrics"])
 TRAINING_TABLES: tuple[str, ...] = ("distill/completions", "sft/examples")
 
-ROUND_FIELD = Field(
-    default=None, description="Feedback round (lineage); unset: the run's nexa/round tag, else the latest round."
-)
 
 
 class EvalPromptsConfig(dg.Config):
-    round: int | None = ROUND_FIELD
+    round: int | None = round_field()
     per_cell: int | None = Field(
         default=None, ge=1, description="Keep at most this many eval prompts per (domain, task_type) (by id)."
     )
@@ -110,7 +107,7 @@ class ExternalModel(dg.Config):
 
 
 class PredictionsConfig(dg.Config):
-    round: int | None = ROUND_FIELD
+    round: int | None = round_field()
     checkpoint_id: str | None = Field(default=None, description="Checkpoint to evaluate (default: the newest).")
     max_tokens: int = Field(default=256, gt=0, description="Answer length limit; longer answers count as truncated.")
     temperature: float = Field(default=0.0, ge=0, description="0 = greedy, so answers are reproducible.")
@@ -291,7 +288,7 @@ def eval_predictions(
 
 
 class ScoresConfig(dg.Config):
-    round: int | None = ROUND_FIELD
+    round: int | None = round_field()
     rescore: bool = Field(default=False, description="Judge every prediction again, not only unscored ones.")
 
 
@@ -351,7 +348,7 @@ def eval_scores(
 
 
 class MetricsConfig(dg.Config):
-    round: int | None = ROUND_FIELD
+    round: int | None = round_field()
 
 
 @dg.asset(
@@ -418,4 +415,4 @@ def eval_metrics(
 
 
 ASSETS = [eval_prompts, eval_predictions, eval_scores, eval_metrics]
-__all__ = ["ASSETS", "PREDICTION_SCHEMA", "newest_checkpoint"]
+__all__ = ["ASSETS", "newest_checkpoint"]

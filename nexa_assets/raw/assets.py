@@ -16,7 +16,7 @@ from nexa_assets.raw.ingest import (
     ingest,
 )
 from nexa_assets.raw.validate import ValidationRules
-from nexa_assets.rounds import resolve_round
+from nexa_assets.rounds import resolve_round, round_field
 from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
 from nexa_resources.inputs import InputsResource
 from nexa_resources.lake import LakeResource, Lineage
@@ -28,7 +28,7 @@ REJECTS = dg.AssetKey(["raw", "rejects"])
 class RawPromptsConfig(dg.Config):
     """How raw prompts are gathered and validated."""
 
-    round: int | None = Field(default=None, description="Feedback round (lineage); unset: the run's nexa/round tag, else the latest round.")
+    round: int | None = round_field()
     include_seed_pack: bool = Field(default=True, description="Ingest the built-in seed pack.")
     generated_per_cell: int = Field(
         default=0, ge=0, description="Extra generator prompts per (domain, task_type) cell; always split 'train'."
@@ -115,7 +115,8 @@ def raw_prompts(
     lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
     wrote = lake.write("raw/prompts", result.prompts, mode="merge", lineage=lineage, update_matched=False)
     wrote_rejects = lake.write("raw/rejects", result.rejects, mode="merge", lineage=lineage)
-    fed = _fulfil_feedback(context, lake, rules) if config.fulfil_feedback_requests else None
+    known = {**existing_map, **dict(zip(result.prompts["prompt_id"], result.prompts["locator"]))}
+    fed = _fulfil_feedback(context, lake, rules, known) if config.fulfil_feedback_requests else None
     table = lake.read("raw/prompts")
     rejects_table = lake.read("raw/rejects")
     context.log.info(f"raw/prompts v{wrote.version}: {wrote.inserted} new rows, {table.height} in all")
@@ -167,13 +168,15 @@ def raw_prompts(
     )
 
 
-def _fulfil_feedback(context: dg.AssetExecutionContext, lake: LakeResource, rules: ValidationRules) -> Fulfilment | None:
-    """Generate the prompts that open feedback requests ask for, then mark those requests done."""
+def _fulfil_feedback(
+    context: dg.AssetExecutionContext, lake: LakeResource, rules: ValidationRules, known: dict[str, str]
+) -> Fulfilment | None:
+    """Generate the prompts that open feedback requests ask for (`known`: prompt_id → locator of every
+    prompt in the lake), then mark those requests done."""
     requests = lake.read("feedback/requests", missing_ok=True)
     if requests.is_empty() or requests.filter(pl.col("status") == "open").is_empty():
         return None
-    existing = lake.read("raw/prompts", columns=["prompt_id", "locator"])
-    fed = fulfil_requests(requests, dict(existing.iter_rows()), run_id=context.run.run_id, rules=rules)
+    fed = fulfil_requests(requests, known, run_id=context.run.run_id, rules=rules)
     for (for_round,), prompts in fed.prompts.partition_by("for_round", as_dict=True).items():
         lake.write(
             "raw/prompts",

@@ -7,7 +7,7 @@ import polars as pl
 from pydantic import Field
 
 from nexa_assets.metadata import counts, preview
-from nexa_assets.rounds import resolve_round
+from nexa_assets.rounds import resolve_round, round_field
 from nexa_assets.sft.package import EXAMPLE_SCHEMA, EvalIndex, SftConfig, build_examples
 from nexa_resources.lake import LakeResource, Lineage
 
@@ -16,7 +16,7 @@ PAIRS = dg.AssetKey(["distill", "pairs"])
 
 
 class ExamplesConfig(dg.Config):
-    round: int | None = Field(default=None, description="Feedback round (lineage); unset: the run's nexa/round tag, else the latest round.")
+    round: int | None = round_field()
     val_fraction: float = Field(default=0.1, ge=0, lt=1)
     contamination_ngram: int = Field(default=12, ge=5, description="Shared word run that counts as contamination.")
     near_duplicate_threshold: float = 0.85

@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from nexa_assets.rounds import resolve_round
+from nexa_assets.rounds import resolve_round, round_field
 from nexa_assets.train.config import TrainConfig
 from nexa_assets.train.local import TrainingCompute
 from nexa_assets.train.presets import DEFAULT_PRESET, PRESETS
@@ -41,7 +41,7 @@ class CheckpointConfig(dg.Config):
     output_uri: str | None = Field(
         default=None, description="Where the checkpoint goes (default <lake root>/train/artifacts/<checkpoint_id>)."
     )
-    round: int | None = Field(default=None, description="Feedback round (lineage); unset: the run's nexa/round tag, else the latest round.")
+    round: int | None = round_field()
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
