@@ -131,7 +131,7 @@ class LocalModelServer:
         exe = Path(sys.executable).parent / "transformers"
         cmd = [str(exe) if exe.exists() else shutil.which("transformers") or "transformers", "serve"]
         cmd += [str(self.model_dir), "--host", self.host, "--port", str(self.port), "--device", "cpu"]
-        cmd += ["--dtype", "bfloat16"]
+        cmd += ["--dtype", os.environ.get("NEXA_SERVE_DTYPE", "bfloat16")]
         if self.continuous_batching:
             # Left to itself the paged KV cache sizes to free memory (11 GB RSS seen on CPU); 512 blocks of
             # 32 tokens hold 16k tokens (~0.4 GB for this model), plenty for its few concurrent requests.

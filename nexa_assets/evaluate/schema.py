@@ -12,12 +12,16 @@ EVAL_PROMPT_SCHEMA: dict[str, pl.DataType] = {
     "eval_set": pl.String(),  # hash of every eval prompt_id: metrics are comparable only within one set
 }
 
-# One answer per (model_id, prompt_id). model_kind: "checkpoint" (a trained student) or "external"
-# (an OpenAI-compatible model such as the teacher, a reference row on the leaderboard).
+# What a model_id is: a trained student, the student before any training, the teacher answering with its
+# own settings, or another OpenAI-compatible model (reference rows on the leaderboard).
+MODEL_KINDS: tuple[str, ...] = ("checkpoint", "base", "teacher", "external")
+
+# One answer per (model_id, prompt_id); model_label is the readable name ("round 1 student", "base …").
 PREDICTION_SCHEMA: dict[str, pl.DataType] = {
     "model_id": pl.String(),
     "prompt_id": pl.String(),
     "model_kind": pl.String(),
+    "model_label": pl.String(),
     "checkpoint_id": pl.String(),  # null for external models
     "domain": pl.String(),
     "task_type": pl.String(),
@@ -55,6 +59,7 @@ METRIC_SCHEMA: dict[str, pl.DataType] = {
     "task_type": pl.String(),
     "metric": pl.String(),
     "model_kind": pl.String(),
+    "model_label": pl.String(),
     "checkpoint_id": pl.String(),
     "mean": pl.Float64(),
     "n": pl.Int64(),  # scored prompts (judge failures excluded)
