@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import polars as pl
 import streamlit as st
@@ -57,7 +57,7 @@ def require(*tables: str, what: str) -> dict[str, pl.DataFrame] | None:
 
 
 def url_select(label: str, options: Sequence[str], param: str, *, page: str, default: str | None = None,
-               container=st) -> str:
+               container=st, format_func: Callable[[str], str] = str) -> str:
     """A selectbox whose value follows the URL's query parameter `param` and writes it back.
 
     A link carrying `?param=value` (from another page) selects that value; choosing another value
@@ -72,7 +72,7 @@ def url_select(label: str, options: Sequence[str], param: str, *, page: str, def
         st.session_state[key] = wanted
     if st.session_state.get(key) not in options:
         st.session_state[key] = default if default in options else options[0]
-    value = container.selectbox(label, options, key=key)
+    value = container.selectbox(label, options, key=key, format_func=format_func)
     if value == ANY:
         st.query_params.pop(param, None)
     else:
@@ -91,6 +91,12 @@ def fmt_usd(value: float | None) -> str:
 
 def fmt_int(value: float | None) -> str:
     return "–" if value is None else f"{int(value):,}"
+
+
+def fmt_model(model_id: str, labels: Mapping[str, str]) -> str:
+    """A model's readable label beside its id ("round 1 student · ckpt-r1-…"), or the id alone."""
+    label = labels.get(model_id)
+    return model_id if not label or label == model_id else f"{label} · {model_id}"
 
 
 SCORE = st.column_config.NumberColumn(format="%.2f")

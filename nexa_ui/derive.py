@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 
 from nexa_assets.distill.pairs import METRICS
+from nexa_assets.evaluate.stats import mean_ci, t_critical_95
 from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
 
-_Z975 = 1.959964
-
-
-def _t95(df: int) -> float:
-    """The 95% Student-t multiplier the metrics table itself uses (nexa_assets.evaluate.stats)."""
-    try:
-        from nexa_assets.evaluate.stats import t_critical_95
-    except ImportError:  # the evaluate package predates its stats module: normal approximation
-        return _Z975
-    return t_critical_95(df)
+# Where a model's scores come from: eval/scores rows count only under the judge, rubric and eval set that
+# model's eval/metrics rows carry.
+SCORE_SOURCE: tuple[str, ...] = ("judge_model", "rubric_version", "eval_set")
+# How the leaderboard's overall interval was obtained (its `ci_from` column).
+PER_ANSWER = "per answer"
+CELL_BOUND = "cell bound"
 
 
 def pooled(means: Sequence[float], stds: Sequence[float | None], ns: Sequence[int]) -> tuple[float, int, float | None]:
@@ -38,15 +35,107 @@ def pooled(means: Sequence[float], stds: Sequence[float | None], ns: Sequence[in
 def _ci(mean: float, n: int, std: float | None) -> tuple[float | None, float | None]:
     if n < 2 or std is None:
         return (1.0, 5.0) if n == 1 else (None, None)
-    half = _t95(n - 1) * std / math.sqrt(n)
+    half = t_critical_95(n - 1) * std / math.sqrt(n)
     return max(1.0, mean - half), min(5.0, mean + half)
 
 
-def _pool(frame: pl.DataFrame) -> dict[str, float | int | None]:
+def _pooled_cells(frame: pl.DataFrame) -> tuple[float, int, float | None]:
     std = frame["std"].to_list() if "std" in frame.columns else [None] * frame.height
-    mean, n, sd = pooled(frame["mean"].to_list(), std, frame["n"].to_list())
+    return pooled(frame["mean"].to_list(), std, frame["n"].to_list())
+
+
+def _pool(frame: pl.DataFrame) -> dict[str, float | int | None]:
+    mean, n, sd = _pooled_cells(frame)
     low, high = _ci(mean, n, sd)
     return {"mean": mean, "n": n, "ci_low": low, "ci_high": high}
+
+
+def answer_means(scores: pl.DataFrame, metrics: pl.DataFrame) -> pl.DataFrame:
+    """Each answer's mean over its non-null metric scores (model_id, prompt_id, score), on the judge, rubric
+    and eval set its model's eval/metrics rows carry; an answer the judge scored on no metric is left out."""
+    on = ["model_id", *(c for c in SCORE_SOURCE if c in scores.columns and c in metrics.columns)]
+    carried = metrics.select(on).unique().fill_null("")
+    kept = scores.with_columns(pl.col(on).fill_null("")).join(carried, on=on, how="semi")
+    return (
+        kept.group_by("model_id", "prompt_id")
+        .agg(pl.col("score").cast(pl.Float64).mean())
+        .drop_nulls("score")
+        .sort("model_id", "prompt_id")
+    )
+
+
+def _per_answer(values: Sequence[float]) -> dict[str, object]:
+    """Overall mean, n and 95% t-interval over per-answer means (answers are the independent samples)."""
+    stats = mean_ci(values)
+    return {"overall": stats.mean, "n": stats.n, "ci_low": stats.ci_low, "ci_high": stats.ci_high,
+            "ci_from": PER_ANSWER}
+
+
+def _cell_bound(cells: pl.DataFrame) -> dict[str, object]:
+    """Overall from eval/metrics cells alone (no eval/scores): the pooled mean, n = answers (the largest
+    per-metric n) and the per-answer std bounded by the mean of the per-metric stds, its worst case (metrics
+    moving together), so the interval is never narrower than the per-answer one."""
+    per_metric = [_pooled_cells(group) for group in cells.partition_by("metric")]
+    stds = [sd for _, _, sd in per_metric]
+    n = max((k for _, k, _ in per_metric), default=0)
+    std = None if not stds or None in stds else math.fsum(stds) / len(stds)
+    mean = _pooled_cells(cells)[0]
+    low, high = _ci(mean, n, std)
+    return {"overall": None if math.isnan(mean) else mean, "n": n, "ci_low": low, "ci_high": high,
+            "ci_from": CELL_BOUND}
+
+
+def _answer_scores(scores: pl.DataFrame | None, metrics: pl.DataFrame) -> dict[str, list[float]]:
+    """model_id → its per-answer means (empty when eval/scores is missing or lacks the columns needed)."""
+    needed = {"model_id", "prompt_id", "score"}
+    if scores is None or scores.is_empty() or not needed <= set(scores.columns):
+        return {}
+    means = answer_means(scores, metrics)
+    return {model_id: group["score"].to_list() for (model_id,), group in means.group_by(["model_id"])}
+
+
+def derived_label(model_id: str, kind: str | None, round_: int | None) -> str:
+    """What a lake without model_label calls a model: "round <r> student" for a checkpoint, else its id."""
+    return f"round {round_} student" if kind == "checkpoint" and round_ is not None else model_id
+
+
+def _derived_labels(frame: pl.DataFrame) -> dict[str, str]:
+    kind = pl.col("model_kind").drop_nulls().first() if "model_kind" in frame.columns else pl.lit(None, pl.String)
+    rnd = pl.col("round").max() if "round" in frame.columns else pl.lit(None, pl.Int64)
+    rows = frame.group_by("model_id").agg(kind.alias("kind"), rnd.alias("round"))
+    return {r["model_id"]: derived_label(r["model_id"], r["kind"], r["round"]) for r in rows.iter_rows(named=True)}
+
+
+def _stored_labels(frame: pl.DataFrame) -> dict[str, str]:
+    if "model_label" not in frame.columns:
+        return {}
+    rows = frame.filter(pl.col("model_label").is_not_null())
+    if "created_at" in rows.columns:
+        rows = rows.sort("created_at")
+    return dict(zip(rows["model_id"].to_list(), rows["model_label"].to_list()))
+
+
+def model_labels(*frames: pl.DataFrame | None) -> dict[str, str]:
+    """model_id → readable name: the model_label the lake stores (newest wins), else one derived from the
+    model's kind and round in the first frame that names it (eval/metrics before eval/predictions)."""
+    derived: dict[str, str] = {}
+    stored: dict[str, str] = {}
+    for frame in frames:
+        if frame is None or frame.is_empty() or "model_id" not in frame.columns:
+            continue
+        derived = {**_derived_labels(frame), **derived}
+        stored.update(_stored_labels(frame))
+    return {**derived, **stored}
+
+
+def with_labels(frame: pl.DataFrame, labels: Mapping[str, str]) -> pl.DataFrame:
+    """`frame` with a model_label column right after model_id (the id itself where no label is known)."""
+    if "model_id" not in frame.columns:
+        return frame
+    columns = [c for c in frame.columns if c != "model_label"]
+    at = columns.index("model_id") + 1
+    label = pl.col("model_id").replace_strict(dict(labels), default=pl.col("model_id"), return_dtype=pl.String)
+    return frame.with_columns(label.alias("model_label")).select(*columns[:at], "model_label", *columns[at:])
 
 
 def model_metrics(metrics: pl.DataFrame) -> pl.DataFrame:
@@ -62,42 +151,58 @@ def model_metrics(metrics: pl.DataFrame) -> pl.DataFrame:
     ).sort(pl.col("metric").replace_strict(order, default=len(order)), "model_id")
 
 
-def leaderboard(
-    metrics: pl.DataFrame, checkpoints: pl.DataFrame | None = None, predictions: pl.DataFrame | None = None
-) -> pl.DataFrame:
-    """One row per evaluated model, best overall first: overall score with its 95% CI, per-metric means,
-    truncation rate, judge failures, and what it cost (GPU $ to train a checkpoint, $ for its eval answers)."""
-    rows = []
-    for (model_id,), group in metrics.group_by(["model_id"], maintain_order=True):
-        overall = _pool(group)
-        cells = group.unique(["domain", "task_type"], keep="first")
-        answered = cells["n"] + cells["judge_failures"].fill_null(0)
-        truncation = (
-            float((cells["truncation_rate"].fill_null(0.0) * answered).sum() / answered.sum())
-            if answered.sum() else 0.0
-        )
-        row: dict[str, object] = {
-            "model_id": model_id,
-            "model_kind": group["model_kind"][0] if "model_kind" in group.columns else None,
-            "checkpoint_id": group["checkpoint_id"][0] if "checkpoint_id" in group.columns else None,
-            "round": int(group["round"].max()) if "round" in group.columns else None,
-            "overall": overall["mean"],
-            "ci_low": overall["ci_low"],
-            "ci_high": overall["ci_high"],
-            "n": overall["n"],
-        }
-        for metric in METRICS:
-            sub = group.filter(pl.col("metric") == metric)
-            row[metric] = _pool(sub)["mean"] if sub.height else None
-        row["truncation_rate"] = truncation
-        row["judge_failures"] = int(group["judge_failures"].fill_null(0).sum())
-        rows.append(row)
-    schema = {
-        "model_id": pl.String, "model_kind": pl.String, "checkpoint_id": pl.String, "round": pl.Int64,
-        "overall": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "n": pl.Int64,
-        **{m: pl.Float64 for m in METRICS}, "truncation_rate": pl.Float64, "judge_failures": pl.Int64,
+def _truncation(group: pl.DataFrame) -> float:
+    """Share of a model's answers cut at max_tokens (each cell counted once, not once per metric)."""
+    cells = group.unique(["domain", "task_type"], keep="first")
+    answered = cells["n"] + cells["judge_failures"].fill_null(0)
+    if not answered.sum():
+        return 0.0
+    return float((cells["truncation_rate"].fill_null(0.0) * answered).sum() / answered.sum())
+
+
+_BOARD_SCHEMA: dict[str, pl.DataType] = {
+    "model_id": pl.String(), "model_label": pl.String(), "model_kind": pl.String(), "checkpoint_id": pl.String(),
+    "round": pl.Int64(), "overall": pl.Float64(), "ci_low": pl.Float64(), "ci_high": pl.Float64(), "n": pl.Int64(),
+    "ci_from": pl.String(), **{m: pl.Float64() for m in METRICS}, "truncation_rate": pl.Float64(),
+    "judge_failures": pl.Int64(),
+}
+
+
+def _board_row(model_id: str, group: pl.DataFrame, answers: list[float], label: str) -> dict[str, object]:
+    overall = _per_answer(answers) if answers else _cell_bound(group)
+    row: dict[str, object] = {
+        "model_id": model_id,
+        "model_label": label,
+        "model_kind": group["model_kind"][0] if "model_kind" in group.columns else None,
+        "checkpoint_id": group["checkpoint_id"][0] if "checkpoint_id" in group.columns else None,
+        "round": int(group["round"].max()) if "round" in group.columns else None,
+        **overall,
     }
-    board = pl.DataFrame(rows, schema=schema)
+    for metric in METRICS:
+        sub = group.filter(pl.col("metric") == metric)
+        row[metric] = _pool(sub)["mean"] if sub.height else None
+    row["truncation_rate"] = _truncation(group)
+    row["judge_failures"] = int(group["judge_failures"].fill_null(0).sum())
+    return row
+
+
+def leaderboard(
+    metrics: pl.DataFrame,
+    scores: pl.DataFrame | None,
+    checkpoints: pl.DataFrame | None = None,
+    predictions: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """One row per evaluated model (checkpoints, and base, teacher and external models as reference rows),
+    best overall first: its readable label, the overall score with its 95% CI over answers (each answer's
+    mean metric score from eval/scores; without scores, the cell bound, `ci_from` says which), per-metric
+    means, truncation rate, judge failures, and what it cost (GPU $ to train a checkpoint, $ for its answers)."""
+    answers = _answer_scores(scores, metrics)
+    labels = model_labels(metrics, predictions)
+    rows = [
+        _board_row(model_id, group, answers.get(model_id, []), labels.get(model_id, model_id))
+        for (model_id,), group in metrics.group_by(["model_id"], maintain_order=True)
+    ]
+    board = pl.DataFrame(rows, schema=_BOARD_SCHEMA)
     train_cost = pl.DataFrame(schema={"checkpoint_id": pl.String, "train_usd": pl.Float64})
     if checkpoints is not None and not checkpoints.is_empty():
         train_cost = checkpoints.group_by("checkpoint_id").agg(pl.col("cost_usd").fill_null(0.0).sum().alias("train_usd"))
@@ -115,8 +220,8 @@ def latest_checkpoint(metrics: pl.DataFrame) -> str | None:
     """The most recent evaluated checkpoint (highest round, then newest row), else any model."""
     if metrics.is_empty():
         return None
-    ranked = metrics.with_columns(pl.col("model_kind").eq("checkpoint").alias("_ckpt")).sort(
-        ["_ckpt", "round", "created_at"], descending=True
+    ranked = metrics.with_columns(pl.col("model_kind").eq("checkpoint").fill_null(False).alias("_ckpt")).sort(
+        ["_ckpt", "round", "created_at"], descending=True, nulls_last=True
     )
     return ranked["model_id"][0]
 
@@ -303,13 +408,17 @@ __all__ = [
     "eval_costs",
     "filter_pairs",
     "gpu_costs",
+    "answer_means",
+    "derived_label",
     "latest_checkpoint",
     "leaderboard",
     "loss_curves",
+    "model_labels",
     "model_metrics",
     "pooled",
     "regeneration_chain",
     "reject_reasons",
     "teacher_costs",
     "weak_cells",
+    "with_labels",
 ]

@@ -16,6 +16,7 @@ import ui_lake  # tests/ui_lake.py (pytest puts tests/ on sys.path: no __init__.
 from streamlit.testing.v1 import AppTest
 
 from nexa_assets.distill.pairs import METRICS
+from nexa_assets.evaluate.stats import t_critical_95
 
 APP = Path(__file__).resolve().parents[1] / "nexa_ui" / "app.py"
 PAGES = {"leaderboard": "views/leaderboard.py", "cells": "views/cells.py", "inspector": "views/inspector.py",
@@ -72,6 +73,45 @@ def weighted(group: pl.DataFrame) -> float:
     return float((group["mean"] * group["n"]).sum() / group["n"].sum())
 
 
+SOURCE = ["judge_model", "rubric_version", "eval_set"]
+
+
+def counted_scores(lake, model_id: str) -> pl.DataFrame:
+    """The model's eval/scores rows under the judge, rubric and eval set its eval/metrics rows carry."""
+    carried = lake.read("eval/metrics").filter(pl.col("model_id") == model_id).select(SOURCE).unique()
+    return lake.read("eval/scores").filter(pl.col("model_id") == model_id).join(carried, on=SOURCE)
+
+
+def t_interval(values: pl.Series) -> tuple[float, int, float, float]:
+    """Mean, n and the 95% Student-t interval (clipped to the 1–5 scale) of independent samples."""
+    n, mean = values.len(), float(values.mean())
+    half = t_critical_95(n - 1) * float(values.std()) / math.sqrt(n)
+    return mean, n, max(1.0, mean - half), min(5.0, mean + half)
+
+
+def per_answer(lake, model_id: str) -> tuple[float, int, float, float]:
+    """Overall over answers: each answer's mean of its non-null metric scores is one sample."""
+    answers = counted_scores(lake, model_id).group_by("prompt_id").agg(pl.col("score").cast(pl.Float64).mean())
+    return t_interval(answers["score"].drop_nulls())
+
+
+def per_score(lake, model_id: str) -> tuple[float, int, float, float]:
+    """The old pooling: every metric score of every answer as its own sample."""
+    return t_interval(counted_scores(lake, model_id)["score"].drop_nulls().cast(pl.Float64))
+
+
+def expected_labels(lake) -> dict[str, str]:
+    """model_id → its readable name: the lake's model_label, else "round <r> student" for a checkpoint, else
+    the id."""
+    models = lake.read("eval/metrics").group_by("model_id").agg(
+        pl.col("model_label").drop_nulls().first(), pl.col("model_kind").first(), pl.col("round").max())
+    return {
+        r["model_id"]: r["model_label"]
+        or (f"round {r['round']} student" if r["model_kind"] == "checkpoint" else r["model_id"])
+        for r in models.iter_rows(named=True)
+    }
+
+
 # ---------------------------------------------------------------------------------------------- pages
 
 
@@ -82,7 +122,10 @@ def test_leaderboard_equals_eval_metrics(lake):
     assert sorted(shown["model_id"].to_list()) == sorted(metrics["model_id"].unique().to_list())
     for row in shown.iter_rows(named=True):
         rows = metrics.filter(pl.col("model_id") == row["model_id"])
-        assert row["overall"] == pytest.approx(weighted(rows))
+        mean, n, low, high = per_answer(lake, row["model_id"])
+        assert (row["overall"], row["ci_low"], row["ci_high"]) == pytest.approx((mean, low, high))
+        assert row["n"] == n
+        assert row["ci_from"] == "per answer"
         assert row["ci_low"] <= row["overall"] <= row["ci_high"]
         for m in METRICS:
             assert row[m] == pytest.approx(weighted(rows.filter(pl.col("metric") == m)))
@@ -105,6 +148,43 @@ def test_leaderboard_equals_eval_metrics(lake):
 
     per_metric = frame(at, "per_metric")
     assert per_metric.height == metrics.select("model_id", "metric").n_unique()
+    labels = expected_labels(lake)
+    assert dict(zip(per_metric["model_id"], per_metric["model_label"])) == labels
+
+
+def test_leaderboard_interval_is_per_answer_and_wider_than_per_score(lake):
+    """One answer's five metric scores move together: pooling them as independent samples would claim a
+    narrower interval than the answers support; the page's interval is the per-answer one."""
+    shown = frame(open_page("leaderboard"), "leaderboard")
+    scores = lake.read("eval/scores")
+    assert scores.filter(pl.col("eval_set") == ui_lake.STALE_SET).height  # scores its metrics no longer count
+    assert scores["score"].null_count()  # judge failures: left out, not averaged in
+    for row in shown.iter_rows(named=True):
+        _, answers, answer_low, answer_high = per_answer(lake, row["model_id"])
+        _, samples, score_low, score_high = per_score(lake, row["model_id"])
+        assert samples > answers
+        assert row["ci_high"] - row["ci_low"] == pytest.approx(answer_high - answer_low)
+        assert row["ci_high"] - row["ci_low"] > 1.5 * (score_high - score_low)
+
+
+def test_leaderboard_labels_and_reference_rows(lake):
+    at = open_page("leaderboard")
+    shown = frame(at, "leaderboard")
+    labels = expected_labels(lake)
+    assert dict(zip(shown["model_id"], shown["model_label"])) == labels
+    assert labels[ui_lake.CHECKPOINTS[0]] == "round 0 student"  # its rows predate model_label
+    assert labels[ui_lake.EXTERNAL_MODEL_ID] == ui_lake.EXTERNAL_MODEL_ID
+    kinds = dict(zip(shown["model_id"], shown["model_kind"]))
+    assert kinds[ui_lake.BASE_MODEL_ID] == "base"
+    assert kinds[ui_lake.TEACHER_MODEL_ID] == "teacher"
+    assert {r["model_id"] for r in shown.iter_rows(named=True) if r["model_kind"] == "checkpoint"} == set(
+        ui_lake.CHECKPOINTS.values())
+    leader = shown.row(0, named=True)
+    if leader["model_label"] != leader["model_id"]:
+        assert leader["model_label"] in [c.value for c in at.caption]
+    weak_captions = [c.value for c in at.caption if c.value.startswith("gap ")]
+    assert weak_captions and all(f"{labels[ui_lake.CHECKPOINTS[1]]} · {ui_lake.CHECKPOINTS[1]}" in c
+                                 for c in weak_captions)
 
 
 def test_leaderboard_lists_weak_cells_of_latest_round(lake):
@@ -175,6 +255,35 @@ def test_cells_heatmap_and_history_equal_tables(lake):
     assert history["score"].to_list() == pytest.approx(expected["score"].to_list())
     assert history["threshold"].to_list() == pytest.approx(expected["threshold"].to_list())
     assert len(at.get("vega_lite_chart")) == 2  # heatmap + history
+
+
+def test_labels_derived_when_the_lake_predates_model_label(lake):
+    from nexa_ui import derive
+
+    metrics = lake.read("eval/metrics").drop("model_label")
+    predictions = lake.read("eval/predictions").drop("model_label")
+    board = derive.leaderboard(metrics, None, None, predictions)
+    rounds = dict(zip(*metrics.group_by("model_id").agg(pl.col("round").max()).get_columns()))
+    assert dict(zip(board["model_id"], board["model_label"])) == {
+        m: f"round {rounds[m]} student" if m in ui_lake.CHECKPOINTS.values() else m for m in rounds}
+    assert set(board["ci_from"]) == {"cell bound"}
+    assert derive.latest_checkpoint(metrics.with_columns(
+        pl.when(pl.col("model_kind") != "checkpoint").then(None).otherwise("model_kind").alias("model_kind"))
+    ) == ui_lake.CHECKPOINTS[1]
+
+
+def test_cells_picker_names_models_and_defaults_to_latest_checkpoint(lake):
+    at = open_page("cells")
+    picker = at.selectbox(key="cells_model")
+    assert picker.value == ui_lake.CHECKPOINTS[1]  # not the teacher, although its rows are newer
+    labels = expected_labels(lake)
+    shown = {o.rsplit(" · ", 1)[-1]: o for o in picker.options}
+    assert set(shown) == set(labels)
+    for model_id, option in shown.items():
+        assert option == (model_id if labels[model_id] == model_id else f"{labels[model_id]} · {model_id}")
+    history = frame(at, "cell_history")
+    assert history.height
+    assert history["model_label"].to_list() == [labels[m] for m in history["model_id"]]
 
 
 def test_inspector_filters_equal_pairs_table(lake):
@@ -251,6 +360,10 @@ def test_costs_equal_completions_and_checkpoints(lake):
         dict(zip(checkpoints["checkpoint_id"], checkpoints["cost_usd"])))
     assert metric(at, "Teacher tokens") == f"{completions['prompt_tokens'].sum() + completions['completion_tokens'].sum():,}"
     assert metric(at, "GPU") == f"${checkpoints['cost_usd'].sum():,.4f}"
+    predictions = lake.read("eval/predictions")
+    evals = frame(at, "eval_costs")
+    assert evals["predictions"].sum() == predictions.height
+    assert dict(zip(evals["model_id"], evals["model_label"])) == expected_labels(lake)
 
 
 def test_sql_runs_read_only_queries_and_refuses_files(lake):
@@ -302,13 +415,22 @@ def partial_root(ui_lake_root, tmp_path_factory) -> str:
 
 
 @pytest.mark.parametrize("page", list(PAGES))
-def test_partial_lake_pages_render(page, partial_root, monkeypatch):
+def test_partial_lake_pages_render(page, partial_root, ui_lake_root, monkeypatch):
     monkeypatch.setenv("NEXA_LAKE_ROOT", partial_root)
     at = open_page(page)
     assert not at.error
     if page == "leaderboard":
         assert any("No feedback round has run yet" in i.value for i in at.info)
         assert not at.page_link
+        assert any("No `eval.scores` rows" in i.value for i in at.info)
+        from nexa_resources.lake import LakeResource
+
+        full = LakeResource(root=ui_lake_root)
+        for row in frame(at, "leaderboard").iter_rows(named=True):  # without scores: the cell bound
+            _, answers, low, high = per_answer(full, row["model_id"])
+            assert row["ci_from"] == "cell bound"
+            assert row["n"] == answers
+            assert row["ci_high"] - row["ci_low"] >= high - low
     if page == "cells":  # no thresholds yet: each checkpoint's mean by round
         assert frame(at, "cell_history").height >= 1
     if page == "inspector":

@@ -1,5 +1,9 @@
 """A small, realistic lake for the dashboard tests: two feedback rounds, written through LakeResource.
 
+Evaluation holds both checkpoints and three reference models (base, external, teacher), with one judge
+verdict per (answer, metric) in eval/scores whose metric scores of one answer move together, and the
+eval/metrics cells aggregated from those scores.
+
 Every frame uses the pipeline's own schemas (raw, distill, train, evaluate, feedback), so a schema change
 upstream shows up here as a failed write or a failed page, not as a silently stale fixture.
 """
@@ -8,13 +12,15 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from nexa_assets.distill.assets import COMPLETION_SCHEMA
 from nexa_assets.distill.pairs import METRICS, PAIR_SCHEMA
-from nexa_assets.evaluate.schema import METRIC_SCHEMA, PREDICTION_SCHEMA
+from nexa_assets.evaluate.schema import METRIC_SCHEMA, PREDICTION_SCHEMA, SCORE_SCHEMA
+from nexa_assets.evaluate.stats import mean_ci
 from nexa_assets.feedback.schema import REQUEST_SCHEMA, WEAKNESS_SCHEMA
 from nexa_assets.raw.ingest import PROMPT_SCHEMA
 from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
@@ -23,8 +29,13 @@ from nexa_resources.lake import LakeResource, Lineage
 
 TEACHERS = {0: "SmolLM2-135M-Instruct", 1: "gpt-4o-mini"}
 CHECKPOINTS = {0: "ckpt-r0-3f9a2c", 1: "ckpt-r1-8be41d"}
-TEACHER_MODEL_ID = "teacher:gpt-4o-mini"
+BASE_MODEL_ID = "base:SmolLM2-135M-Instruct"
+TEACHER_MODEL_ID = "teacher:SmolLM2-135M-Instruct"
+EXTERNAL_MODEL_ID = "teacher:gpt-4o-mini"
 THRESHOLD = 3.0
+EVAL_SET = "es-1"
+JUDGE = {"judge_model": "structural", "rubric_version": "v1-0123"}
+ANSWERS_PER_CELL = 4
 # The cells the first round finds weak (every metric listed is below threshold for round 0's checkpoint).
 WEAK_R0 = {("physics", "methodology"): ("specificity", "methodology"), ("chemistry", "hypothesis"): ("clarity",)}
 # Round 1 fixes chemistry/hypothesis but physics/methodology specificity stays weak.
@@ -34,8 +45,97 @@ REGEN_PARENT = "req-physics-methodology-0-r0"
 REGEN_CHILD = "req-physics-methodology-0-r1regen"
 
 
-def _score(rng: random.Random, weak: bool) -> float:
-    return round(rng.uniform(2.0, 2.8) if weak else rng.uniform(3.2, 4.6), 3)
+@dataclass(frozen=True)
+class EvalModel:
+    """One evaluated model of the fixture and how its answers score."""
+
+    model_id: str
+    kind: str
+    checkpoint_id: str | None
+    round: int
+    label: str | None  # None: written as a lake from before model_label would have it (the UI derives one)
+    levels: tuple[int, ...]  # the answer qualities it draws from: every metric of an answer sits near one
+    weak: dict[tuple[str, str], tuple[str, ...]]
+
+
+# Evaluated models in write order: both checkpoints, then the reference rows (base, external, teacher), the
+# teacher written last in the latest round so the newest eval/metrics row is not a checkpoint's.
+EVAL_MODELS: tuple[EvalModel, ...] = (
+    EvalModel(CHECKPOINTS[0], "checkpoint", CHECKPOINTS[0], 0, None, (3, 4, 5), WEAK_R0),
+    EvalModel(CHECKPOINTS[1], "checkpoint", CHECKPOINTS[1], 1, "round 1 student", (3, 4, 5), WEAK_R1),
+    EvalModel(BASE_MODEL_ID, "base", None, 0, "base (SmolLM2-135M-Instruct)", (1, 2, 3, 4), {}),
+    EvalModel(EXTERNAL_MODEL_ID, "external", None, 1, None, (3, 4, 5), {}),
+    EvalModel(TEACHER_MODEL_ID, "teacher", None, 1,
+              "teacher (local SmolLM2-135M-Instruct, 1 worked example, greedy)", (3, 4, 5), {}),
+)
+# Verdicts the judge could not give: (model_id, answer index in its first cell) → metrics left null.
+JUDGE_FAILURES = {(TEACHER_MODEL_ID, 0): METRICS, (EXTERNAL_MODEL_ID, 1): ("hallucination_safety",)}
+# A model's scores on an older eval set: eval/scores keeps them, its eval/metrics rows no longer count them.
+STALE_SET = "es-0"
+
+
+def _metric_score(rng: random.Random, level: int, weak: bool, floor: int) -> int:
+    """One metric's score for an answer of quality `level`: near the level (so one answer's metrics move
+    together), kept at or above `floor`; a weak metric sits at 1–2, below the threshold."""
+    if weak:
+        return max(1, level - 3)
+    return min(5, max(floor, level + rng.choice((-1, 0, 0, 0, 1))))
+
+
+def _eval_rows(rng: random.Random, model: EvalModel) -> tuple[list[dict], list[dict]]:
+    """(eval/predictions rows, eval/scores rows) for one model: ANSWERS_PER_CELL answers per cell."""
+    preds, scores = [], []
+    floor = min(model.levels)
+    for domain in DOMAINS:
+        for task in TASK_TYPES:
+            truncated = rng.choice([0, 1]) if model.kind == "checkpoint" else 0
+            for j in range(ANSWERS_PER_CELL):
+                pid = f"e-{domain}-{task}-{j}"
+                cut = j < truncated
+                preds.append({
+                    "model_id": model.model_id, "prompt_id": pid, "model_kind": model.kind,
+                    "model_label": model.label, "checkpoint_id": model.checkpoint_id, "domain": domain,
+                    "task_type": task, "prediction": "…", "finish_reason": "length" if cut else "stop",
+                    "prompt_tokens": 90, "completion_tokens": 120, "latency_ms": 300.0,
+                    "cost_usd": 0.00009 if model.kind == "external" else 0.0, "error": None, "eval_set": EVAL_SET,
+                })
+                level = rng.choice(model.levels)
+                first_cell = (domain, task) == (DOMAINS[0], TASK_TYPES[0])
+                failed = JUDGE_FAILURES.get((model.model_id, j), ()) if first_cell else ()
+                for metric in METRICS:
+                    score = _metric_score(rng, level, metric in model.weak.get((domain, task), ()), floor)
+                    scores.append({
+                        "model_id": model.model_id, "prompt_id": pid, "metric": metric, "domain": domain,
+                        "task_type": task, **JUDGE, "score": None if metric in failed else score,
+                        "rationale": None, "error": "judge_unparsable: no JSON" if metric in failed else None,
+                        "truncated": cut, "eval_set": EVAL_SET,
+                    })
+    return preds, scores
+
+
+def _stale_scores(model: EvalModel) -> list[dict]:
+    """Scores of 1 on an older eval set: any page that counted them would drag the model down."""
+    return [
+        {"model_id": model.model_id, "prompt_id": f"old-{i}", "metric": metric, "domain": DOMAINS[0],
+         "task_type": TASK_TYPES[0], **JUDGE, "score": 1, "rationale": None, "error": None, "truncated": False,
+         "eval_set": STALE_SET}
+        for i in range(3) for metric in METRICS
+    ]
+
+
+def _metric_rows(model: EvalModel, scores: pl.DataFrame) -> list[dict]:
+    """eval/metrics rows of one model: each cell's scores as the pipeline aggregates them (mean, 95% t-CI)."""
+    rows = []
+    for (domain, task, metric), cell in scores.group_by(["domain", "task_type", "metric"], maintain_order=True):
+        stats = mean_ci(cell["score"].drop_nulls().cast(pl.Float64).to_list())
+        rows.append({
+            "model_id": model.model_id, "domain": domain, "task_type": task, "metric": metric,
+            "model_kind": model.kind, "model_label": model.label, "checkpoint_id": model.checkpoint_id,
+            "mean": stats.mean, "n": stats.n, "std": stats.std, "ci_low": stats.ci_low, "ci_high": stats.ci_high,
+            "judge_failures": cell["score"].null_count(), "truncation_rate": float(cell["truncated"].mean()),
+            **JUDGE, "eval_set": EVAL_SET,
+        })
+    return rows
 
 
 def build(root: str | Path) -> LakeResource:
@@ -118,37 +218,17 @@ def build(root: str | Path) -> LakeResource:
         lake.write("train/checkpoints", pl.DataFrame([row], schema=CHECKPOINT_SCHEMA), mode="merge",
                    lineage=Lineage(run_id=f"run-train-r{rnd}", round=rnd))
 
-    # Evaluation: both checkpoints and the teacher (an external reference row).
-    models = [(CHECKPOINTS[0], "checkpoint", CHECKPOINTS[0], 0, WEAK_R0),
-              (CHECKPOINTS[1], "checkpoint", CHECKPOINTS[1], 1, WEAK_R1),
-              (TEACHER_MODEL_ID, "external", None, 1, {})]
-    for model_id, kind, ckpt, rnd, weak in models:
-        metric_rows, pred_rows = [], []
-        for domain in DOMAINS:
-            for task in TASK_TYPES:
-                n = 4
-                truncated = rng.choice([0, 1]) if kind == "checkpoint" else 0
-                for j in range(n):
-                    pred_rows.append({
-                        "model_id": model_id, "prompt_id": f"e-{domain}-{task}-{j}", "model_kind": kind,
-                        "checkpoint_id": ckpt, "domain": domain, "task_type": task, "prediction": "…",
-                        "finish_reason": "length" if j < truncated else "stop", "prompt_tokens": 90,
-                        "completion_tokens": 120, "latency_ms": 300.0,
-                        "cost_usd": 0.00009 if kind == "external" else 0.0, "error": None, "eval_set": "es-1",
-                    })
-                for metric in METRICS:
-                    mean = _score(rng, metric in weak.get((domain, task), ()))
-                    std = round(rng.uniform(0.3, 0.9), 3)
-                    metric_rows.append({
-                        "model_id": model_id, "domain": domain, "task_type": task, "metric": metric,
-                        "model_kind": kind, "checkpoint_id": ckpt, "mean": mean, "n": n, "std": std,
-                        "ci_low": max(1.0, mean - 1.59 * std), "ci_high": min(5.0, mean + 1.59 * std),
-                        "judge_failures": 0, "truncation_rate": truncated / n, "judge_model": "structural",
-                        "rubric_version": "v1-0123", "eval_set": "es-1",
-                    })
-        lineage = Lineage(run_id=f"run-eval-{model_id}", round=rnd)
+    # Evaluation: both checkpoints, then the base model, an external model and the teacher (reference rows).
+    for model in EVAL_MODELS:
+        pred_rows, score_rows = _eval_rows(rng, model)
+        scores = pl.DataFrame(score_rows, schema=SCORE_SCHEMA)
+        metric_rows = _metric_rows(model, scores)
+        if model.model_id == CHECKPOINTS[0]:
+            score_rows += _stale_scores(model)
+        lineage = Lineage(run_id=f"run-eval-{model.model_id}", round=model.round)
         lake.write("eval/predictions", pl.DataFrame(pred_rows, schema=PREDICTION_SCHEMA), mode="merge",
                    lineage=lineage)
+        lake.write("eval/scores", pl.DataFrame(score_rows, schema=SCORE_SCHEMA), mode="merge", lineage=lineage)
         lake.write("eval/metrics", pl.DataFrame(metric_rows, schema=METRIC_SCHEMA), mode="merge", lineage=lineage)
 
     # Feedback: every cell of each round's checkpoint against the threshold.

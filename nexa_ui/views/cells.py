@@ -14,9 +14,11 @@ tables = common.require("eval/metrics", what="no model has been evaluated")
 if tables is not None:
     metrics = tables["eval/metrics"]
     weaknesses = data.read("feedback/weaknesses")
+    labels = derive.model_labels(metrics, data.read("eval/predictions"))
     models = metrics.sort("round", descending=True)["model_id"].unique(maintain_order=True).to_list()
     left, right = st.columns(2)
-    model = common.url_select("Model", models, "model", default=derive.latest_checkpoint(metrics), page="cells", container=left)
+    model = common.url_select("Model", models, "model", default=derive.latest_checkpoint(metrics), page="cells",
+                              container=left, format_func=lambda m: common.fmt_model(m, labels))
     metric_options = [m for m in derive.METRICS if m in set(metrics["metric"].to_list())] or sorted(
         metrics["metric"].unique().to_list()
     )
@@ -51,7 +53,8 @@ if tables is not None:
         cell = chosen.row(0, named=True)
         m1, m2, m3 = st.columns(3)
         m1.metric(f"{model} score", common.fmt_score(cell["mean"]),
-                  help=f"95% CI {common.fmt_score(cell['ci_low'])}–{common.fmt_score(cell['ci_high'])}, n={cell['n']}")
+                  help=f"{labels.get(model, model)}: 95% CI {common.fmt_score(cell['ci_low'])}–"
+                       f"{common.fmt_score(cell['ci_high'])}, n={cell['n']}")
         m2.metric("Threshold", common.fmt_score(cell.get("threshold")))
         m3.metric("Status", cell.get("status") or "not judged by feedback")
     hist = derive.cell_history(weaknesses, metrics, domain, task_type, metric)
@@ -59,7 +62,7 @@ if tables is not None:
         st.info(f"No checkpoint has a score for {domain} · {task_type} · {metric} yet.")
     else:
         st.altair_chart(charts.history(hist))
-        common.show_table(hist, key="cell_history",
+        common.show_table(derive.with_labels(hist, labels), key="cell_history",
                      column_config={"score": common.SCORE, "threshold": common.SCORE,
                                     "ci_low": common.SCORE, "ci_high": common.SCORE})
     st.page_link(

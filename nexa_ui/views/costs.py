@@ -17,7 +17,8 @@ if completions.is_empty() and checkpoints.is_empty():
 else:
     teacher = derive.teacher_costs(completions)
     gpu = derive.gpu_costs(checkpoints)
-    evals = derive.eval_costs(predictions)
+    evals = derive.with_labels(derive.eval_costs(predictions),
+                               derive.model_labels(data.read("eval/metrics"), predictions))
     teacher_usd = float(teacher["cost_usd"].sum()) if not teacher.is_empty() else 0.0
     gpu_usd = float(gpu["cost_usd"].sum()) if not gpu.is_empty() else 0.0
     eval_usd = float(evals["cost_usd"].sum()) if not evals.is_empty() else 0.0

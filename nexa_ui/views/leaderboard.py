@@ -7,15 +7,21 @@ import streamlit as st
 from nexa_ui import charts, common, data, derive
 
 st.title("Leaderboard")
-st.caption("Held-out eval prompts scored 1–5 by the judge; means pooled over every cell, 95% t-intervals.")
+st.caption("Held-out eval prompts scored 1–5 by the judge. Overall: the mean over answers of each answer's mean "
+           "metric score, with a 95% t-interval over answers (n = answers); per-metric columns are per-metric means. "
+           "Base, teacher and external models are reference rows beside the trained checkpoints.")
 
 tables = common.require("eval/metrics", what="no model has been evaluated")
 if tables is not None:
     metrics = tables["eval/metrics"]
-    board = derive.leaderboard(metrics, data.read("train/checkpoints"), data.read("eval/predictions"))
+    predictions = data.read("eval/predictions")
+    board = derive.leaderboard(metrics, data.read("eval/scores"), data.read("train/checkpoints"), predictions)
+    labels = derive.model_labels(metrics, predictions)
     leader = board.row(0, named=True)
     cols = st.columns([3, 2, 2, 1])
     cols[0].metric("Leader", leader["model_id"])
+    if leader["model_label"] != leader["model_id"]:
+        cols[0].caption(leader["model_label"])
     cols[1].metric("Leader overall score", common.fmt_score(leader["overall"]),
                    help=f"95% CI {common.fmt_score(leader['ci_low'])}–{common.fmt_score(leader['ci_high'])}")
     cols[2].metric("Models evaluated", board.height)
@@ -25,10 +31,18 @@ if tables is not None:
         st.warning(f"These scores come from {eval_sets} different eval sets (new user files changed the held-out "
                    "prompts): compare models evaluated on the same `eval_set` (SQL page: `eval.metrics`).")
 
+    if (board["ci_from"] == derive.CELL_BOUND).any():
+        st.info(
+            "No `eval.scores` rows for some models, so their overall interval is a bound from `eval.metrics` "
+            "cells (as wide as it can be when an answer's metric scores move together), never narrower than the "
+            f"per-answer one (`ci_from` = {derive.CELL_BOUND!r}).",
+            icon=":material/info:",
+        )
+
     common.show_table(
         board,
         key="leaderboard",
-                column_config={
+        column_config={
             "overall": common.SCORE, "ci_low": common.SCORE, "ci_high": common.SCORE,
             **{m: common.SCORE for m in derive.METRICS},
             "truncation_rate": common.PCT, "train_usd": common.USD, "eval_usd": common.USD,
@@ -39,7 +53,7 @@ if tables is not None:
     per_metric = derive.model_metrics(metrics)
     st.altair_chart(charts.metric_cis(per_metric))
     with st.expander("Per-metric table"):
-        common.show_table(per_metric, key="per_metric",
+        common.show_table(derive.with_labels(per_metric, labels), key="per_metric",
                      column_config={"mean": common.SCORE, "ci_low": common.SCORE, "ci_high": common.SCORE})
 
     st.subheader("Weak cells")
@@ -65,7 +79,7 @@ if tables is not None:
                 query_params={"model": cell["model_id"], "metric": cell["metric"], "domain": cell["domain"],
                               "task_type": cell["task_type"]},
             )
-            mid.caption(f"gap {common.fmt_score(cell['gap'])} · {cell['model_id']}")
+            mid.caption(f"gap {common.fmt_score(cell['gap'])} · {common.fmt_model(cell['model_id'], labels)}")
             right.page_link(
                 common.INSPECTOR,
                 label="Its pairs",
