@@ -1,33 +1,95 @@
-"""Per-round tables of the feedback loop, read from the lake (the demo and bench/loop.py print them)."""
+"""Per-round tables of the feedback loop, read from the lake (the demo and bench/loop.py print them).
+
+Changes are paired (the same prompts scored before and after) with 95% Student-t intervals, so a reader
+can tell a lift from noise: with ~12 prompts per cell a mean moves by several tenths by chance.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
+from nexa_assets.feedback.lift import format_change
+from nexa_assets.feedback.schema import WEAKNESS_SCHEMA
+from nexa_assets.feedback.weakness import largest_other_drop
 from nexa_resources.lake import LakeResource
+
+
+def _weaknesses(lake: LakeResource) -> pl.DataFrame:
+    """feedback/weaknesses, with the columns an older table lacks added as nulls."""
+    frame = lake.read("feedback/weaknesses", missing_ok=True)
+    if frame.is_empty():
+        return frame
+    missing = [pl.lit(None, dtype=dtype).alias(c) for c, dtype in WEAKNESS_SCHEMA.items() if c not in frame.columns]
+    return frame.with_columns(missing) if missing else frame
+
+
+def _half(low: float | None, high: float | None) -> float | None:
+    return (high - low) / 2 if low is not None and high is not None else None
+
+
+def _cell_text(row: dict[str, Any]) -> str:
+    """'3.10** (+0.65±0.40)': the mean, * weak / ** clearly weak, and the paired change vs the previous round."""
+    score = row["score"]
+    text = "–" if score is None else f"{score:.2f}"
+    if row["status"] == "weak":
+        text += "**" if row["clearly_weak"] else "*"
+    if row["change"] is not None:
+        half = _half(row["change_ci_low"], row["change_ci_high"])
+        spread = f"±{half:.2f}" if half is not None else f", n={row['change_n']}"
+        text += f" ({row['change']:+.2f}{spread})"
+    return text
 
 
 def cell_scores_by_round(lake: LakeResource) -> pl.DataFrame:
     """One row per cell (domain, task_type, metric), one column per round: the evaluated checkpoint's mean
-    score, marked `*` when the cell was weak that round (the numbers are eval.metrics' means)."""
-    weaknesses = lake.read("feedback/weaknesses", missing_ok=True)
+    score (eval.metrics), `*` when the cell was weak that round (mean below threshold), `**` when clearly
+    weak (its whole 95% interval below), and in brackets the paired change vs the previous round's checkpoint
+    ± the half-width of its 95% interval (a change within ± of 0 is noise); `n`: scored prompts, last round."""
+    weaknesses = _weaknesses(lake)
     if weaknesses.is_empty():
         return pl.DataFrame()
-    marked = weaknesses.sort("round").with_columns(
-        (
-            pl.col("score").round(2).cast(pl.String).fill_null("–")
-            + pl.when(pl.col("status") == "weak").then(pl.lit("*")).otherwise(pl.lit(""))
-        ).alias("cell"),
+    ordered = weaknesses.sort("round")
+    marked = ordered.with_columns(
+        pl.Series("cell", [_cell_text(r) for r in ordered.iter_rows(named=True)], dtype=pl.String),
         ("round " + pl.col("round").cast(pl.String)).alias("round_name"),
     )
-    table = marked.pivot(on="round_name", index=["domain", "task_type", "metric"], values="cell", sort_columns=False)
-    return table.sort("domain", "task_type", "metric")
+    keys = ["domain", "task_type", "metric"]
+    table = marked.pivot(on="round_name", index=keys, values="cell", sort_columns=False)
+    n = ordered.group_by(keys).agg(pl.col("n").last())
+    return table.join(n, on=keys, how="left").select(*keys, "n", pl.exclude(*keys, "n")).sort(keys)
+
+
+def _drop_text(drop: dict[str, Any] | None) -> str:
+    if drop is None:
+        return "—"
+    return f"{format_change(drop['change'], drop['ci_low'], drop['ci_high'])} {drop['cell']}"
+
+
+def _lift_rows(weaknesses: pl.DataFrame) -> pl.DataFrame:
+    """Per round: the focus lift with its interval, improved, and the largest drop of a non-focus cell."""
+    rows = []
+    for (round_,), part in weaknesses.group_by("round"):
+        first = part.row(0, named=True)
+        rows.append(
+            {
+                "round": round_,
+                "focus_lift": format_change(first["focus_lift"], first["focus_lift_ci_low"], first["focus_lift_ci_high"]),
+                "improved": first["improved"],
+                "largest_other_drop": _drop_text(largest_other_drop(part)),
+            }
+        )
+    schema = {"round": weaknesses.schema["round"], "focus_lift": pl.String, "improved": pl.Boolean,
+              "largest_other_drop": pl.String}  # fmt: skip
+    return pl.DataFrame(rows, schema=schema)
 
 
 def rounds_summary(lake: LakeResource) -> pl.DataFrame:
-    """One row per round: checkpoint, threshold, weak cells, mean score, stop reason, and the teacher's
-    requests, tokens and $ spent in that round (from distill.completions' round lineage)."""
-    weaknesses = lake.read("feedback/weaknesses", missing_ok=True)
+    """One row per round: checkpoint, weak (and clearly weak) cells, mean score, the focus cells' paired lift
+    '+0.42 [+0.10, +0.74]' (95% interval), improved (interval above 0), the largest drop of another cell,
+    the stop reason, and the teacher's requests, tokens and $ spent in that round (distill.completions)."""
+    weaknesses = _weaknesses(lake)
     if weaknesses.is_empty():
         return pl.DataFrame()
     per_round = (
@@ -35,9 +97,15 @@ def rounds_summary(lake: LakeResource) -> pl.DataFrame:
         .agg(
             pl.col("model_id").first().alias("checkpoint"),
             (pl.col("status") == "weak").sum().alias("weak_cells"),
+            pl.col("clearly_weak").fill_null(False).sum().alias("clearly_weak"),
             pl.len().alias("cells"),
             pl.col("score").mean().round(3).alias("mean_score"),
             pl.col("stop_reason").first().alias("stop_reason"),
+        )
+        .join(_lift_rows(weaknesses), on="round", how="left")
+        .select(
+            "round", "checkpoint", "weak_cells", "clearly_weak", "cells", "mean_score", "focus_lift", "improved",
+            "largest_other_drop", "stop_reason",
         )
         .sort("round")
     )

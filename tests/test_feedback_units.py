@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from nexa_assets.evaluate.rubric import JudgeVerdict
-from nexa_assets.evaluate.schema import METRIC_SCHEMA, PREDICTION_SCHEMA
+from nexa_assets.evaluate.schema import METRIC_SCHEMA, PREDICTION_SCHEMA, SCORE_SCHEMA
 from nexa_assets.evaluate.scoring import cell_metrics, score_rows
 from nexa_assets.evaluate.stats import mean_ci, t_critical_95
 from nexa_assets.feedback.requests import allocate, build_requests, top_hints
@@ -18,9 +18,11 @@ from nexa_assets.feedback.weakness import (
     NO_IMPROVEMENT,
     ROUND_CAP,
     LoopRules,
+    RoundVerdict,
     classify_cells,
     focus_cells,
     judge_round,
+    largest_other_drop,
 )
 from nexa_assets.raw.feedback import fulfil_requests
 from nexa_jobs.feedback_sensor import next_round_config
@@ -152,22 +154,175 @@ def test_stop_rules_every_cell_passes():
     assert verdict.stop_reason == ALL_CELLS_PASS and verdict.weak.is_empty()
 
 
-def test_stop_rules_round_cap_and_no_improvement():
-    rules = LoopRules(default_threshold=4.0, max_rounds=2, min_improvement=0.1)
-    cell = ("physics", "hypothesis", "clarity")
+def _planted(model: str, per_prompt: dict[tuple[str, str, str], list[int | None]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """eval/metrics and eval/scores rows of `model` from per-prompt scores of each cell: the i-th score of every
+    metric of one (domain, task_type) belongs to the same prompt (answer) `<domain>-<task_type>-<i>`."""
+    scores = pl.DataFrame(
+        [
+            {
+                "model_id": model, "prompt_id": f"{d}-{t}-{i}", "metric": m, "domain": d, "task_type": t,
+                "judge_model": "j", "rubric_version": "v", "score": s, "rationale": None, "error": None,
+                "truncated": False, "eval_set": "es",
+            }
+            for (d, t, m), values in per_prompt.items()
+            for i, s in enumerate(values)
+        ],
+        schema=SCORE_SCHEMA,
+    )
+    rows = []
+    for (d, t, m), values in per_prompt.items():
+        stats = mean_ci([v for v in values if v is not None])
+        rows.append(
+            {
+                "model_id": model, "domain": d, "task_type": t, "metric": m, "model_kind": "checkpoint",
+                "checkpoint_id": model, "mean": stats.mean, "n": stats.n, "std": stats.std, "ci_low": stats.ci_low,
+                "ci_high": stats.ci_high, "judge_failures": 0, "truncation_rate": 0.0, "judge_model": "j",
+                "rubric_version": "v", "eval_set": "es",
+            }
+        )
+    return pl.DataFrame(rows, schema=METRIC_SCHEMA), scores
 
-    r0 = judge_round(classify_cells(_metrics({cell: 2.0}, "c0"), "c0", rules), None, rules)
-    assert r0.stop_reason is None and r0.loop_round == 0
 
-    r1 = judge_round(classify_cells(_metrics({cell: 2.5}, "c1"), "c1", rules), _with_round(r0.cells, 0), rules)
-    assert r1.stop_reason is None and r1.loop_round == 1 and r1.improvement == pytest.approx(0.5)
+def _judge(
+    rules: LoopRules,
+    model: str,
+    per_prompt: dict[tuple[str, str, str], list[int | None]],
+    previous: RoundVerdict | None = None,
+    round_: int = 0,
+    before: pl.DataFrame | None = None,
+) -> tuple[RoundVerdict, pl.DataFrame]:
+    """Classify and judge one planted round against `previous` (round `round_` - 1, scores `before`)."""
+    metrics, scores = _planted(model, per_prompt)
+    prev = _with_round(previous.cells, round_ - 1) if previous is not None else None
+    verdict = judge_round(classify_cells(metrics, model, rules), prev, rules, before, scores if before is not None else None)
+    return verdict, scores
 
-    r2 = judge_round(classify_cells(_metrics({cell: 3.0}, "c2"), "c2", rules), _with_round(r1.cells, 1), rules)
-    assert r2.stop_reason == ROUND_CAP and r2.loop_round == 2
 
-    stalled = judge_round(classify_cells(_metrics({cell: 2.55}, "c2"), "c2", rules), _with_round(r1.cells, 1), rules)
-    assert stalled.stop_reason == NO_IMPROVEMENT and stalled.improvement == pytest.approx(0.05)
-    assert set(stalled.cells["stop_reason"]) == {NO_IMPROVEMENT}
+FOCUS = ("physics", "hypothesis", "clarity")
+OTHER = ("biology", "methodology", "correctness")
+# 12 prompts per cell, as in the eval set: round 0 is weak in FOCUS and passes in OTHER.
+R0 = {FOCUS: [2, 3, 2, 2, 3, 2, 2, 3, 2, 2, 3, 2], OTHER: [4, 4, 5, 4, 4, 4, 5, 4, 4, 4, 5, 4]}
+
+
+def test_a_clear_focus_lift_continues_until_the_round_cap():
+    rules = LoopRules(default_threshold=4.0, thresholds={"clarity": 4.8}, max_rounds=2)
+    r0, s0 = _judge(rules, "c0", R0)
+    assert r0.stop_reason is None and r0.loop_round == 0 and r0.focus_lift is None and r0.improved is None
+    assert r0.cells["change"].is_null().all() and not r0.cells["focus"].any()
+
+    # Every answer rose by 1 or 2: the interval lies well above 0.
+    up = [a + d for a, d in zip(R0[FOCUS], [1, 1, 2, 1, 1, 1, 2, 1, 1, 1, 1, 1], strict=True)]
+    r1, s1 = _judge(rules, "c1", {FOCUS: up, OTHER: R0[OTHER]}, r0, 1, s0)
+    assert r1.stop_reason is None and r1.loop_round == 1
+    assert r1.improved is True and r1.focus_lift.n == 12 and r1.focus_lift.mean == pytest.approx(14 / 12)
+    assert r1.focus_lift.ci_low > 0 and r1.focus_lift.significant
+    focus_row = r1.cells.filter(pl.col("metric") == "clarity").row(0, named=True)
+    assert focus_row["focus"] and focus_row["change"] == pytest.approx(14 / 12) and focus_row["change_n"] == 12
+    assert focus_row["focus_lift"] == pytest.approx(14 / 12) and focus_row["improved"] is True
+    assert r1.largest_other_drop is None  # OTHER did not move
+
+    r2, _ = _judge(rules, "c2", {FOCUS: [min(5, v + 1) for v in up], OTHER: R0[OTHER]}, r1, 2, s1)
+    assert r2.stop_reason == ROUND_CAP and r2.loop_round == 2 and r2.improved is True
+
+
+def test_a_focus_lift_within_noise_stops_although_its_mean_rose_by_more_than_005():
+    rules = LoopRules(default_threshold=4.0, max_rounds=3)
+    r0, s0 = _judge(rules, "c0", R0)
+    # The mean rises by 4/12 = 0.33 (the old rule, > 0.05, went on), but the answers moved both ways.
+    noisy = [a + d for a, d in zip(R0[FOCUS], [2, -1, 1, 1, -1, 2, 0, -1, 2, 1, -1, -1], strict=True)]
+    stalled, _ = _judge(rules, "c1", {FOCUS: noisy, OTHER: R0[OTHER]}, r0, 1, s0)
+    lift = stalled.focus_lift
+    assert lift.mean == pytest.approx(4 / 12) and lift.mean > 0.05
+    assert lift.ci_low < 0 < lift.ci_high and not lift.significant
+    assert stalled.improved is False and stalled.stop_reason == NO_IMPROVEMENT
+    assert set(stalled.cells["stop_reason"]) == {NO_IMPROVEMENT} and set(stalled.cells["improved"]) == {False}
+
+
+def test_min_improvement_is_a_floor_on_a_significant_lift():
+    r0_rules = LoopRules(default_threshold=4.0, min_improvement=1.5)
+    r0, s0 = _judge(r0_rules, "c0", R0)
+    up = [a + 1 for a in R0[FOCUS]]  # +1 on every answer: significant, but below the 1.5 floor
+    r1, _ = _judge(r0_rules, "c1", {FOCUS: up, OTHER: R0[OTHER]}, r0, 1, s0)
+    assert r1.focus_lift.significant and r1.improved is False and r1.stop_reason == NO_IMPROVEMENT
+
+
+def test_nothing_to_pair_never_stops_for_no_improvement():
+    rules = LoopRules(default_threshold=4.0)
+    r0, s0 = _judge(rules, "c0", R0)
+    elsewhere = s0.head(0)  # the previous checkpoint has no scores on this eval set
+    r1, _ = _judge(rules, "c1", R0, r0, 1, elsewhere)
+    assert r1.focus_lift is not None and r1.focus_lift.n == 0 and r1.improved is None
+    assert r1.stop_reason is None and r1.cells["change"].is_null().all()
+    # Without scores at all (None) the same: no pairing, no verdict on improvement.
+    r1b, _ = _judge(rules, "c1", R0, r0, 1, None)
+    assert r1b.focus_lift is None and r1b.improved is None and r1b.stop_reason is None
+
+
+def test_largest_other_drop_names_the_non_focus_cell_that_fell_most():
+    rules = LoopRules(default_threshold=3.5)
+    third = ("biology", "methodology", "clarity")
+    start = {**R0, third: [4] * 12}
+    r0, s0 = _judge(rules, "c0", start)
+    after = {
+        FOCUS: [a + 1 for a in R0[FOCUS]],
+        OTHER: [v - 1 for v in R0[OTHER]],  # -1 on every answer
+        third: [4] * 11 + [3],  # -1/12
+    }
+    r1, _ = _judge(rules, "c1", after, r0, 1, s0)
+    drop = r1.largest_other_drop
+    assert drop["cell"] == "biology/methodology/correctness" and drop["change"] == pytest.approx(-1.0)
+    assert drop["n"] == 12 and drop["ci_low"] == pytest.approx(-1.0) and drop["ci_high"] == pytest.approx(-1.0)
+    assert largest_other_drop(r1.cells) == drop
+    by = {r["metric"] + r["domain"]: r for r in r1.cells.iter_rows(named=True)}
+    assert by["clarityphysics"]["focus"] and not by["correctnessbiology"]["focus"]
+    assert by["claritybiology"]["change"] == pytest.approx(-1 / 12)
+    assert by["claritybiology"]["change_ci_low"] < 0 < by["claritybiology"]["change_ci_high"]
+
+
+def test_clearly_weak_only_when_the_whole_interval_is_below_the_threshold():
+    rules = LoopRules(default_threshold=3.5)
+    metrics, _ = _planted(
+        "c",
+        {
+            ("physics", "hypothesis", "clarity"): [2, 2, 3, 2, 2, 3, 2, 2, 2, 3, 2, 2],  # far below: clearly weak
+            ("physics", "hypothesis", "correctness"): [1, 5, 2, 5, 3, 4, 1, 5, 4, 3, 5, 2],  # mean 3.33: weak, noisy
+            ("physics", "hypothesis", "specificity"): [None] * 12,  # unscored: weak, not clearly
+        },
+    )
+    cells = classify_cells(metrics, "c", rules)
+    by = {r["metric"]: r for r in cells.iter_rows(named=True)}
+    assert by["clarity"]["status"] == "weak" and by["clarity"]["clearly_weak"] is True
+    assert by["correctness"]["status"] == "weak" and by["correctness"]["clearly_weak"] is False
+    assert by["correctness"]["ci_high"] > 3.5 > by["correctness"]["score"]
+    assert by["specificity"]["status"] == "weak" and by["specificity"]["clearly_weak"] is False
+
+
+def test_loop_report_shows_the_lift_with_its_interval(lake):
+    from nexa_jobs.loop_report import cell_scores_by_round, rounds_summary
+    from nexa_resources.lake import Lineage
+
+    rules = LoopRules(default_threshold=4.0)
+    r0, s0 = _judge(rules, "c0", R0)
+    noisy = [a + d for a, d in zip(R0[FOCUS], [2, -1, 1, 1, -1, 2, 0, -1, 2, 1, -1, -1], strict=True)]
+    r1, _ = _judge(rules, "c1", {FOCUS: noisy, OTHER: [v - 1 for v in R0[OTHER]]}, r0, 1, s0)
+    for round_, verdict in enumerate((r0, r1)):
+        lake.write("feedback/weaknesses", verdict.cells, mode="merge", lineage=Lineage(run_id=f"r{round_}", round=round_))
+
+    summary = rounds_summary(lake)
+    assert summary["round"].to_list() == [0, 1]
+    first, second = summary.iter_rows(named=True)
+    assert first["focus_lift"] == "—" and first["improved"] is None and first["largest_other_drop"] == "—"
+    lift = r1.focus_lift
+    assert second["focus_lift"] == f"+0.33 [{lift.ci_low:+.2f}, {lift.ci_high:+.2f}]" and second["improved"] is False
+    assert second["largest_other_drop"] == "-1.00 [-1.00, -1.00] biology/methodology/correctness"
+    assert second["stop_reason"] == NO_IMPROVEMENT and second["clearly_weak"] == 2
+
+    cells = cell_scores_by_round(lake)
+    assert cells.columns == ["domain", "task_type", "metric", "n", "round 0", "round 1"]
+    focus = cells.filter(pl.col("metric") == "clarity").row(0, named=True)
+    half = (lift.ci_high - lift.ci_low) / 2
+    assert focus["n"] == 12 and focus["round 0"] == "2.33**"
+    assert focus["round 1"] == f"2.67** (+0.33±{half:.2f})"
 
 
 def test_new_thresholds_start_a_new_loop():

@@ -42,7 +42,10 @@ class FeedbackConfig(dg.Config):
     thresholds: dict[str, float] = Field(default_factory=dict, description="Per-metric pass marks (override).")
     max_rounds: int = Field(default=3, ge=0, description="Feedback rounds one loop may launch (the round cap).")
     min_improvement: float = Field(
-        default=0.05, ge=0, description="Stop when the focus cells' mean score rose by no more than this."
+        default=0.0,
+        ge=0,
+        description="Floor on the focus cells' paired mean lift (score points) on top of its 95% interval lying "
+        "above 0; 0: the interval alone decides. Stop (no_improvement) when either fails.",
     )
     prompts_per_round: int = Field(default=16, ge=1, description="New prompts bought per round, over weak cells.")
     min_per_cell: int = Field(default=1, ge=0, description="Prompts every weak (domain, task_type) gets first.")
@@ -59,9 +62,13 @@ class FeedbackConfig(dg.Config):
         dg.AssetSpec(
             WEAKNESSES,
             deps=[METRICS],
-            description="Every cell (domain, task_type, metric) of the newest checkpoint in a round: score, "
-            "threshold, gap, status weak|pass, and the round's stop reason (all_cells_pass | round_cap | "
-            "no_improvement, null while the loop goes on). The feedback sensor watches this asset.",
+            description="Every cell (domain, task_type, metric) of the newest checkpoint in a round: score with "
+            "its 95% interval, threshold, gap, status weak|pass (weak: the mean is below the threshold, where "
+            "the loop buys data) and clearly_weak (the whole interval is below it: a shortfall, not noise); "
+            "the paired change vs the previous round's checkpoint on the same prompts with its interval; and "
+            "the round's stop reason (all_cells_pass | no_improvement: the focus cells' paired lift has a 95% "
+            "interval that does not lie above 0 | round_cap; null while the loop goes on). The feedback sensor "
+            "watches this asset.",
             group_name="feedback",
             kinds={"polars", "deltalake"},
         ),
@@ -93,14 +100,24 @@ def feedback_loop(
     round_ = resolve_round(context, config.round, lake)
     history = lake.read("feedback/weaknesses", missing_ok=True)
     previous = history.filter(pl.col("round") == round_ - 1) if history.height else None
-    verdict = judge_round(cells, previous, rules)
+
+    # Pair this checkpoint's scores with the previous round's checkpoint's, on the judge, rubric and eval
+    # set that this round's eval/metrics rows come from.
+    judged = lake.read("eval/scores").filter(pl.col("judge_model") == judge.judge_model)
+    scores = judged.filter(pl.col("model_id") == model_id)
+    mine = metrics.filter(pl.col("model_id") == model_id)
+    comparable = judged.filter(
+        (pl.col("rubric_version") == mine["rubric_version"][0]) & (pl.col("eval_set") == mine["eval_set"][0])
+    )
+    before = after = None
+    if previous is not None and previous.height:
+        previous_model = previous["model_id"][0]
+        before = comparable.filter(pl.col("model_id") == previous_model)
+        after = comparable.filter(pl.col("model_id") == model_id)
+    verdict = judge_round(cells, previous, rules, before, after)
     weak = verdict.weak
     focus = focus_cells(weak)
     lineage = Lineage(run_id=context.run.run_id, round=round_)
-
-    scores = lake.read("eval/scores").filter(
-        (pl.col("model_id") == model_id) & (pl.col("judge_model") == judge.judge_model)
-    )
     requests = (
         build_requests(weak, scores, budget=config.prompts_per_round, for_round=round_ + 1, min_per_cell=config.min_per_cell)
         if verdict.stop_reason is None
@@ -121,9 +138,13 @@ def feedback_loop(
         lineage=lineage,
     )
     stop = verdict.stop_reason
+    lift = verdict.focus_lift
+    drop = verdict.largest_other_drop
     context.log.info(
         f"round {round_} ({rules.loop_id}, loop round {verdict.loop_round}): {weak.height} of {cells.height} cells "
-        f"weak; " + (f"loop stops: {stop}" if stop else f"requesting {requests.height if requests is not None else 0} "
+        f"weak ({int(verdict.cells['clearly_weak'].sum())} clearly); "
+        + (f"focus lift {lift} over {lift.n} prompts, improved: {verdict.improved}; " if lift is not None else "")
+        + (f"loop stops: {stop}" if stop else f"requesting {requests.height if requests is not None else 0} "
                      f"cells for round {round_ + 1}: {', '.join(focus)}")
     )
     thresholds = {m: rules.threshold(m) for m in rubric_metrics}
@@ -140,7 +161,18 @@ def feedback_loop(
             "stop_reason": stop or "",
             "loop_id": rules.loop_id,
             "loop_round": verdict.loop_round,
-            "improvement": round(verdict.improvement, 4) if verdict.improvement is not None else None,
+            "clearly_weak_cells": int(verdict.cells["clearly_weak"].sum()),
+            "focus_lift": _rounded(lift.mean) if lift is not None else None,
+            "focus_lift_ci": dg.MetadataValue.json([_rounded(lift.ci_low), _rounded(lift.ci_high)])
+            if lift is not None and lift.ci_low is not None
+            else None,
+            "focus_lift_n": lift.n if lift is not None else None,
+            "improved": verdict.improved,
+            "largest_other_drop": dg.MetadataValue.json(
+                {k: _rounded(v) if isinstance(v, float) else v for k, v in drop.items()}
+            )
+            if drop is not None
+            else None,
             "thresholds": dg.MetadataValue.json(thresholds),
             "cell_scores": dg.MetadataValue.md(
                 cell_heatmap_markdown(
@@ -150,7 +182,9 @@ def feedback_loop(
             "weak": dg.MetadataValue.md(
                 markdown_table(
                     weak.sort("gap", descending=True).select(
-                        "domain", "task_type", "metric", pl.col("score").round(3), "threshold", pl.col("gap").round(3)
+                        "domain", "task_type", "metric", pl.col("score").round(3), "n", pl.col("ci_high").round(3),
+                        "threshold", pl.col("gap").round(3), "clearly_weak", pl.col("change").round(3),
+                        pl.col("change_ci_low").round(3), pl.col("change_ci_high").round(3),
                     ),
                     rows=20,
                 )
@@ -178,6 +212,10 @@ def feedback_loop(
             "focus": dg.MetadataValue.text(json.dumps(focus)),
         },
     )
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 4) if value is not None else None
 
 
 ASSETS = [feedback_loop]

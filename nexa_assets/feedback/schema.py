@@ -17,7 +17,22 @@ WEAKNESS_SCHEMA: dict[str, pl.DataType] = {
     "ci_high": pl.Float64(),
     "threshold": pl.Float64(),
     "gap": pl.Float64(),  # threshold - score when weak, else 0
-    "status": pl.String(),  # "weak" | "pass"
+    "status": pl.String(),  # "weak" (score below threshold: the loop buys data for it) | "pass"
+    "clearly_weak": pl.Boolean(),  # ci_high < threshold: the shortfall is beyond the 95% interval, not noise
+    # Paired change vs the previous round's checkpoint on the same prompts (null in a round with no previous
+    # round, or when that checkpoint has no scores on this eval set by this judge and rubric).
+    "change": pl.Float64(),  # mean over paired prompts of score - previous score
+    "change_ci_low": pl.Float64(),  # 95% Student-t interval of the change (null when fewer than 2 pairs)
+    "change_ci_high": pl.Float64(),
+    "change_n": pl.Int64(),  # paired prompts
+    "focus": pl.Boolean(),  # the cell was weak in the previous round: this round's data was bought for it
+    # The round's pooled lift of the focus cells (same on every row of the round): per prompt, its focus
+    # metrics' changes averaged, then the mean over prompts with its 95% interval. Null without a pairing.
+    "focus_lift": pl.Float64(),
+    "focus_lift_ci_low": pl.Float64(),
+    "focus_lift_ci_high": pl.Float64(),
+    "focus_lift_n": pl.Int64(),  # paired prompts of the focus cells
+    "improved": pl.Boolean(),  # focus_lift_ci_low > 0 and focus_lift > min_improvement; null: nothing to compare
     "stop_reason": pl.String(),  # the round's stop reason (same on every row of the round), null = loop goes on
     "loop_id": pl.String(),  # hash of the thresholds and stop rules: changing them starts a new loop
     "loop_round": pl.Int64(),  # rounds since this loop started (the round cap counts these)

@@ -1,4 +1,5 @@
-"""Weak cells and the loop's stop rules: which (domain, task_type, metric) cells of a checkpoint fall short.
+"""Weak cells and the loop's stop rules: which (domain, task_type, metric) cells of a checkpoint fall short,
+and whether the data bought for last round's weak cells lifted them beyond noise.
 
 A *loop* is a run of rounds under one set of thresholds and stop rules (`loop_id` is their hash):
 raising a threshold starts a new loop, with its own round cap and improvement history.
@@ -13,10 +14,13 @@ from typing import Any
 
 import polars as pl
 
+from nexa_assets.feedback.lift import CELL_KEYS, Cell, Lift, cell_changes, paired_lift
 from nexa_assets.feedback.schema import WEAKNESS_SCHEMA
 from nexa_assets.text import content_hash
 
 ALL_CELLS_PASS, ROUND_CAP, NO_IMPROVEMENT = "all_cells_pass", "round_cap", "no_improvement"
+# How "improved" is decided; part of loop_id, so a loop judged under another rule is another loop.
+IMPROVEMENT_RULE = "paired-t95"
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,9 @@ class LoopRules:
     default_threshold: float = 3.5
     thresholds: Mapping[str, float] = field(default_factory=dict)  # metric → threshold, overrides the default
     max_rounds: int = 3  # feedback rounds a loop may launch; at this loop round it stops
-    min_improvement: float = 0.05  # focus cells must rise by more than this (mean score) per round
+    # The focus cells improved when the paired lift's 95% interval lies above 0 AND its mean exceeds this
+    # floor (mean score points, 1–5 scale); 0 leaves the interval alone to decide.
+    min_improvement: float = 0.0
 
     def threshold(self, metric: str) -> float:
         return float(self.thresholds.get(metric, self.default_threshold))
@@ -38,6 +44,7 @@ class LoopRules:
             "thresholds": dict(sorted(self.thresholds.items())),
             "max_rounds": self.max_rounds,
             "min_improvement": self.min_improvement,
+            "improvement_rule": IMPROVEMENT_RULE,
         }
         return "loop-" + content_hash(json.dumps(spec, sort_keys=True))[:10]
 
@@ -47,7 +54,9 @@ class RoundVerdict:
     cells: pl.DataFrame  # WEAKNESS_SCHEMA rows, every cell of the round
     stop_reason: str | None
     loop_round: int
-    improvement: float | None  # mean rise of the focus cells since the loop's previous round
+    focus_lift: Lift | None  # paired lift of last round's weak cells vs last round's checkpoint; None: no previous round
+    improved: bool | None  # focus_lift's interval above 0 (and mean above min_improvement); None: nothing to compare
+    largest_other_drop: dict[str, Any] | None  # the most negative paired change of a non-focus cell, None: no drop
 
     @property
     def weak(self) -> pl.DataFrame:
@@ -55,10 +64,12 @@ class RoundVerdict:
 
 
 def classify_cells(metrics: pl.DataFrame, model_id: str, rules: LoopRules) -> pl.DataFrame:
-    """Every scored cell of `model_id` with its threshold, gap and status (weak | pass).
+    """Every scored cell of `model_id` with its threshold, gap and status (weak | pass), and clearly_weak.
 
-    A cell the judge could not score at all (n = 0) is weak with the whole threshold as its gap: it is
-    unknown, and buying data for it is how it gets measured.
+    weak: the cell's mean is below its threshold (where the loop buys data). clearly_weak: its whole 95%
+    interval is below the threshold, a shortfall that is not noise. A cell the judge could not score at all
+    (n = 0) is weak with the whole threshold as its gap (unknown; buying data is how it gets measured), but
+    not clearly weak. The change columns stay null until judge_round pairs it with the previous round.
     """
     rows: list[dict[str, Any]] = []
     for row in metrics.filter(pl.col("model_id") == model_id).sort("domain", "task_type", "metric").iter_rows(named=True):
@@ -79,6 +90,8 @@ def classify_cells(metrics: pl.DataFrame, model_id: str, rules: LoopRules) -> pl
                 "threshold": threshold,
                 "gap": max(gap, 0.0) if weak else 0.0,
                 "status": "weak" if weak else "pass",
+                "clearly_weak": score is not None and row["ci_high"] is not None and row["ci_high"] < threshold,
+                "focus": False,
                 "stop_reason": None,
                 "loop_id": rules.loop_id,
                 "loop_round": 0,
@@ -87,40 +100,94 @@ def classify_cells(metrics: pl.DataFrame, model_id: str, rules: LoopRules) -> pl
     return pl.DataFrame(rows, schema=WEAKNESS_SCHEMA)
 
 
-def judge_round(cells: pl.DataFrame, previous: pl.DataFrame | None, rules: LoopRules) -> RoundVerdict:
-    """Apply the stop rules to this round's cells, given the same loop's previous round (or None).
+def judge_round(
+    cells: pl.DataFrame,
+    previous: pl.DataFrame | None,
+    rules: LoopRules,
+    before: pl.DataFrame | None = None,
+    after: pl.DataFrame | None = None,
+) -> RoundVerdict:
+    """Pair this round with the previous one and apply the stop rules.
 
-    Stop reasons, first match wins: every cell passes; the focus cells (weak last round) rose by no more
-    than `min_improvement` on average; the loop has run `max_rounds` feedback rounds.
+    `previous`: the previous round's feedback/weaknesses rows (or None); `before` / `after`: eval/scores rows
+    of the previous round's checkpoint and of this one, same judge, rubric and eval set (None: no pairing).
+    Every cell gets its paired change; the focus cells (weak last round) get a pooled lift over prompts.
+    Stop reasons, first match wins: every cell passes; within one loop, the focus lift's 95% interval does
+    not lie above 0 (or its mean is not above `min_improvement`); the loop has run `max_rounds` rounds.
+    With nothing to pair (no scores of the previous checkpoint on this eval set) no_improvement cannot fire.
     """
-    same_loop = previous is not None and not previous.is_empty() and previous["loop_id"][0] == rules.loop_id
-    loop_round = int(previous["loop_round"][0]) + 1 if same_loop else 0
-    improvement: float | None = None
+    prev = previous if previous is not None and not previous.is_empty() else None
+    same_loop = prev is not None and prev["loop_id"][0] == rules.loop_id
+    loop_round = int(prev["loop_round"][0]) + 1 if same_loop and prev is not None else 0
+    focus: list[Cell] = (
+        [(d, t, m) for d, t, m in prev.filter(pl.col("status") == "weak").select(*CELL_KEYS).iter_rows()]
+        if prev is not None
+        else []
+    )
+    lift: Lift | None = None
+    changes = None
+    if prev is not None and before is not None and after is not None:
+        changes = cell_changes(before, after)
+        lift = paired_lift(before, after, focus) if focus else None
+    improved: bool | None = None
+    if lift is not None and lift.mean is not None:
+        improved = lift.significant and lift.mean > rules.min_improvement
+
     stop: str | None = None
     if cells.is_empty() or cells.filter(pl.col("status") == "weak").is_empty():
         stop = ALL_CELLS_PASS
     else:
-        if same_loop:
-            improvement = focus_improvement(cells, previous)  # type: ignore[arg-type]
-            if improvement is not None and improvement <= rules.min_improvement:
-                stop = NO_IMPROVEMENT
+        if same_loop and improved is False:
+            stop = NO_IMPROVEMENT
         if stop is None and loop_round >= rules.max_rounds:
             stop = ROUND_CAP
+
+    keys = list(CELL_KEYS)
+    focus_frame = pl.DataFrame(focus, schema=dict.fromkeys(CELL_KEYS, pl.String()), orient="row").with_columns(
+        pl.lit(True).alias("_focus")
+    )
+    cells = (
+        cells.drop("focus", strict=False)
+        .join(focus_frame, on=keys, how="left")
+        .with_columns(pl.col("_focus").fill_null(False).alias("focus"))
+    )
+    if changes is not None:
+        cells = cells.drop("change", "change_ci_low", "change_ci_high", "change_n", strict=False).join(
+            changes.select(
+                *keys,
+                pl.col("change"),
+                pl.col("ci_low").alias("change_ci_low"),
+                pl.col("ci_high").alias("change_ci_high"),
+                pl.col("n").alias("change_n"),
+            ),
+            on=keys,
+            how="left",
+        )
     cells = cells.with_columns(
+        pl.lit(lift.mean if lift is not None else None, dtype=pl.Float64).alias("focus_lift"),
+        pl.lit(lift.ci_low if lift is not None else None, dtype=pl.Float64).alias("focus_lift_ci_low"),
+        pl.lit(lift.ci_high if lift is not None else None, dtype=pl.Float64).alias("focus_lift_ci_high"),
+        pl.lit(lift.n if lift is not None else None, dtype=pl.Int64).alias("focus_lift_n"),
+        pl.lit(improved, dtype=pl.Boolean).alias("improved"),
         pl.lit(stop, dtype=pl.String).alias("stop_reason"),
         pl.lit(loop_round, dtype=pl.Int64).alias("loop_round"),
-    )
-    return RoundVerdict(cells, stop, loop_round, improvement)
+    ).select(list(WEAKNESS_SCHEMA)).sort(keys)
+    return RoundVerdict(cells, stop, loop_round, lift, improved, largest_other_drop(cells))
 
 
-def focus_improvement(cells: pl.DataFrame, previous: pl.DataFrame) -> float | None:
-    """Mean score change of the cells that were weak in `previous` (None when none can be compared)."""
-    keys = ["domain", "task_type", "metric"]
-    focus = previous.filter(pl.col("status") == "weak").select(*keys, pl.col("score").alias("before"))
-    joined = focus.join(cells.select(*keys, pl.col("score").alias("after")), on=keys, how="inner").drop_nulls()
-    if joined.is_empty():
+def largest_other_drop(cells: pl.DataFrame) -> dict[str, Any] | None:
+    """The most negative paired change among non-focus cells of one round's rows: cell, change, interval, n."""
+    drops = cells.filter(~pl.col("focus").fill_null(False) & (pl.col("change") < 0)).sort("change", *CELL_KEYS)
+    if drops.is_empty():
         return None
-    return float((joined["after"] - joined["before"]).mean())  # type: ignore[arg-type]
+    row = drops.row(0, named=True)
+    return {
+        "cell": f"{row['domain']}/{row['task_type']}/{row['metric']}",
+        "change": row["change"],
+        "ci_low": row["change_ci_low"],
+        "ci_high": row["change_ci_high"],
+        "n": row["change_n"],
+    }
 
 
 def focus_cells(weak: pl.DataFrame) -> list[str]:
