@@ -11,9 +11,11 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from nexa_assets.feedback.schema import REQUEST_SCHEMA
 from nexa_assets.raw.assets import raw_prompts
+from nexa_assets.sft.package import EvalIndex
 from nexa_resources.inputs import InputsResource
-from nexa_resources.lake import LakeResource
+from nexa_resources.lake import LakeResource, Lineage
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -55,6 +57,60 @@ def test_first_materialization_covers_every_cell_and_passes_checks(lake, inputs)
     assert "| domain |" in meta["by_cell_and_split"]
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"schema": True, "unique_prompt_id": True, "reject_rate": True}
+
+
+def test_fresh_lake_holds_out_at_least_12_prompts_per_cell_the_same_every_time(lake, inputs, tmp_path):
+    assert materialize(lake, inputs).success
+    prompts = lake.read("raw/prompts")
+    per_cell = prompts.filter(pl.col("split") == "eval").group_by("domain", "task_type").len()
+    assert per_cell.height == 8 and per_cell["len"].min() >= 12
+    assert prompts.filter(pl.col("split") == "train").group_by("domain", "task_type").len()["len"].min() >= 20
+    assert set(prompts.filter(pl.col("split") == "eval")["origin"]) == {"seed"}
+
+    other = LakeResource(root=str(tmp_path / "other_lake"))  # a second, independent fresh run
+    assert materialize(other, inputs).success
+    split = prompts.select("prompt_id", "split").sort("prompt_id")
+    assert other.read("raw/prompts").select("prompt_id", "split").sort("prompt_id").equals(split)
+    # Generated prompts and a user file in the lake change no seed prompt's split.
+    shutil.copy(FIXTURES / "inputs" / "new_prompts.jsonl", Path(inputs.uri) / "new_prompts.jsonl")
+    third = LakeResource(root=str(tmp_path / "third_lake"))
+    assert materialize(third, inputs, include_seed_pack=False, generated_per_cell=5).success
+    assert materialize(third, inputs).success
+    seeded = third.read("raw/prompts").filter(pl.col("origin") == "seed").select("prompt_id", "split").sort("prompt_id")
+    assert seeded.equals(split)
+
+
+def test_a_lake_split_under_another_rule_keeps_its_rows_and_says_so(lake, inputs):
+    old = materialize(lake, inputs, eval_per_cell=3)
+    assert metadata(old, "raw/prompts")["split_differs_from_rule"] == 0
+    before = lake.read("raw/prompts").sort("prompt_id")
+    assert before.filter(pl.col("split") == "eval").height == 3 * 8
+    result = materialize(lake, inputs)  # the default rule would hold out 12 per cell
+    assert result.success
+    assert metadata(result, "raw/prompts")["split_differs_from_rule"] == (12 - 3) * 8
+    assert lake.read("raw/prompts").sort("prompt_id").equals(before)  # nothing moved between splits
+
+
+def test_feedback_prompts_skip_hints_that_quote_an_eval_prompt(lake, inputs):
+    materialize(lake, inputs)
+    prompts = lake.read("raw/prompts")
+    quoted = next(r for r in prompts.filter(pl.col("split") == "eval").iter_rows(named=True)
+                  if len(r["instruction"].split()) >= 16)
+    leak = " ".join(quoted["instruction"].split()[:13])
+    request = {
+        "domain": "biology", "task_type": "hypothesis", "for_round": 1, "n_prompts": 3, "gap": 1.0,
+        "metrics": ["clarity"], "hints": [leak, "a measurable outcome"], "status": "open",
+        "fulfilled_by": None, "prompt_ids": [],
+    }
+    lake.write("feedback/requests", pl.DataFrame([request], schema=REQUEST_SCHEMA), mode="merge",
+               lineage=Lineage(run_id="judge", round=0))
+    result = materialize(lake, inputs)
+    assert metadata(result, "raw/prompts")["feedback_prompts"] == 3
+    fed = lake.read("raw/prompts").filter(pl.col("origin") == "feedback")
+    assert fed.height == 3 and set(fed["split"]) == {"train"}
+    assert not any(leak.lower() in text.lower() for text in fed["instruction"])
+    index = EvalIndex.build(prompts.filter(pl.col("split") == "eval").iter_rows(named=True), 12)
+    assert all(index.contaminated(text) is None for text in fed["instruction"])
 
 
 def test_rematerializing_adds_nothing_and_changes_nothing(lake, inputs):

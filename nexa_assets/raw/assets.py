@@ -15,8 +15,9 @@ from nexa_assets.raw.ingest import (
     GenerationRequest,
     ingest,
 )
-from nexa_assets.raw.validate import ValidationRules
+from nexa_assets.raw.validate import EVAL_PER_CELL, ValidationRules
 from nexa_assets.rounds import resolve_round, round_field
+from nexa_assets.sft.package import EvalIndex, SftConfig
 from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
 from nexa_resources.inputs import InputsResource
 from nexa_resources.lake import LakeResource, Lineage
@@ -37,7 +38,15 @@ class RawPromptsConfig(dg.Config):
     files: list[str] | None = Field(
         default=None, description="Only these files (relative to the input location); all files when unset."
     )
-    eval_fraction: float = Field(default=0.15, ge=0.0, lt=1.0, description="Share of seed/file prompts held out.")
+    eval_per_cell: int = Field(
+        default=EVAL_PER_CELL,
+        ge=0,
+        description="Seed-pack prompts held out (split 'eval') in each (domain, task_type) cell: the ones with "
+        "the lowest split hash. Applies to prompts when first written; stored rows keep their split.",
+    )
+    eval_fraction: float = Field(
+        default=0.15, ge=0.0, lt=1.0, description="Share of user-file prompts held out, by hash of the prompt id."
+    )
     max_instruction_chars: int = Field(default=2000, gt=0)
     max_context_chars: int = Field(default=4000, gt=0)
     fulfil_feedback_requests: bool = Field(
@@ -53,7 +62,8 @@ class RawPromptsConfig(dg.Config):
         dg.AssetSpec(
             PROMPTS,
             description="Validated scientific prompts from the seed pack, the generator and user files; "
-            "key prompt_id (content hash), split train/eval by hash.",
+            "key prompt_id (content hash); split eval: eval_per_cell seed prompts per cell, eval_fraction "
+            "of file prompts (by hash); generated and feedback prompts train.",
             group_name="raw",
             kinds={"deltalake", "polars"},
             tags={"layer": "raw"},
@@ -78,9 +88,23 @@ def raw_prompts(
     lake: LakeResource,
     inputs: InputsResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Ingest every prompt source, merge new prompts (existing rows untouched) and record rejects."""
-    existing = lake.read("raw/prompts", columns=["prompt_id", "locator"], missing_ok=True)
-    existing_map = dict(existing.iter_rows()) if not existing.is_empty() else {}
+    """Ingest every prompt source, merge new prompts (existing rows untouched) and record rejects.
+
+    Split: in each (domain, task_type) cell the `eval_per_cell` seed-pack prompts with the lowest
+    `hash_fraction(prompt_id, "split")` are `eval` (a rank over the seed pack alone: the same on every
+    run and lake); user-file prompts are `eval` when that fraction is under `eval_fraction`; generated
+    and feedback prompts are always `train`.
+
+    A prompt's split is written once, at its first insert, and never changed: rows already in the lake
+    keep theirs even where today's rule (or a changed `eval_per_cell` / `eval_fraction`) would decide
+    otherwise, because moving a prompt between splits would put trained-on prompts into eval or break
+    the comparison of rounds. So a lake first built under the old rule (seed prompts with a hash
+    fraction under 0.15: 2 to 5 per cell) keeps its old eval set; the run logs a warning and reports
+    the count as `split_differs_from_rule`. The rule applies in full to a fresh lake (delete
+    `raw/prompts` and the tables built from it to start over).
+    """
+    existing = lake.read("raw/prompts", columns=["prompt_id", "locator", "split"], missing_ok=True)
+    existing_map = dict(existing.select("prompt_id", "locator").iter_rows()) if not existing.is_empty() else {}
 
     listed, warnings = inputs.list_files()
     for warning in warnings:
@@ -99,7 +123,12 @@ def raw_prompts(
         for t in TASK_TYPES
         if config.generated_per_cell
     ]
-    rules = ValidationRules(config.max_instruction_chars, config.max_context_chars, config.eval_fraction)
+    rules = ValidationRules(
+        max_instruction_chars=config.max_instruction_chars,
+        max_context_chars=config.max_context_chars,
+        eval_fraction=config.eval_fraction,
+        eval_per_cell=config.eval_per_cell,
+    )
     result = ingest(
         rules=rules,
         include_seed_pack=config.include_seed_pack,
@@ -111,6 +140,14 @@ def raw_prompts(
         f"read {result.rows_read} rows from {len(result.by_source)} sources: "
         f"{result.prompts.height} valid, {result.rejects.height} rejected"
     )
+    differs = _split_differs(existing, result.prompts)
+    if differs:
+        context.log.warning(
+            f"raw/prompts: {differs} stored prompts keep the split they were first written with, which differs "
+            f"from today's rule (eval_per_cell={config.eval_per_cell} seed prompts per cell, "
+            f"eval_fraction={config.eval_fraction} of file prompts); rows never move between splits, so this "
+            "lake keeps its eval set. Start a fresh lake to split by the current rule."
+        )
 
     lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
     wrote = lake.write("raw/prompts", result.prompts, mode="merge", lineage=lineage, update_matched=False)
@@ -130,6 +167,7 @@ def raw_prompts(
             "new_prompts": wrote.inserted + (fed.prompts.height if fed else 0),
             "feedback_prompts": fed.prompts.height if fed else 0,
             "feedback_requests_fulfilled": fed.requests.height if fed else 0,
+            "split_differs_from_rule": differs,
             "files": dg.MetadataValue.json(names),
             "by_source": dg.MetadataValue.json(result.by_source),
             "by_cell_and_split": counts(table, ["domain", "task_type", "split"]),
@@ -168,6 +206,14 @@ def raw_prompts(
     )
 
 
+def _split_differs(stored: pl.DataFrame, ingested: pl.DataFrame) -> int:
+    """How many stored prompts have a split other than the one this run's rule gives them."""
+    if stored.is_empty() or ingested.is_empty():
+        return 0
+    both = stored.select("prompt_id", "split").join(ingested.select("prompt_id", "split"), on="prompt_id")
+    return both.filter(pl.col("split") != pl.col("split_right")).height
+
+
 def _fulfil_feedback(
     context: dg.AssetExecutionContext, lake: LakeResource, rules: ValidationRules, known: dict[str, str]
 ) -> Fulfilment | None:
@@ -176,7 +222,11 @@ def _fulfil_feedback(
     requests = lake.read("feedback/requests", missing_ok=True)
     if requests.is_empty() or requests.filter(pl.col("status") == "open").is_empty():
         return None
-    fed = fulfil_requests(requests, known, run_id=context.run.run_id, rules=rules)
+    # No targeted prompt may share a word run with a held-out prompt (the judge's hints are free text).
+    stored = lake.read("raw/prompts", columns=["instruction", "context", "split"], missing_ok=True)
+    eval_rows = stored.filter(pl.col("split") == "eval").iter_rows(named=True) if not stored.is_empty() else ()
+    held_out = EvalIndex.build(eval_rows, SftConfig().contamination_ngram)
+    fed = fulfil_requests(requests, known, run_id=context.run.run_id, rules=rules, held_out=held_out)
     for (for_round,), prompts in fed.prompts.partition_by("for_round", as_dict=True).items():
         lake.write(
             "raw/prompts",

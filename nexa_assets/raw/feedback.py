@@ -1,4 +1,9 @@
-"""Turn open feedback requests into new, targeted prompts (origin `feedback`, always split `train`)."""
+"""Turn open feedback requests into new, targeted prompts (origin `feedback`, always split `train`).
+
+The generator's templates share no long word run with the seed pack (tests/test_raw_generator.py), but
+a request's hints are the judge's free text and could quote an eval prompt; a candidate that then
+shares a word run with a held-out prompt (the rule sft/examples' decontamination applies) is skipped.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from nexa_assets.raw.generator import generate_prompts, vocabulary
 from nexa_assets.raw.ingest import PROMPT_SCHEMA
 from nexa_assets.raw.readers import RawRecord
 from nexa_assets.raw.validate import ValidationRules, prompt_id, validate_records
+from nexa_assets.sft.package import EvalIndex
 from nexa_assets.text import content_hash
 
 # Candidates drawn per requested prompt, so prompts already in the lake can be skipped.
@@ -35,8 +41,10 @@ def fulfil_requests(
     *,
     run_id: str,
     rules: ValidationRules | None = None,
+    held_out: EvalIndex | None = None,
 ) -> Fulfilment:
-    """New prompts for every open request, never one already in the lake (`existing`: prompt_id → locator).
+    """New prompts for every open request, never one already in the lake (`existing`: prompt_id → locator)
+    nor one that `held_out` (the eval prompts) calls contaminated.
 
     Each prompt asks for what the judge found lacking (the request's hints). Deterministic: the same
     open requests over the same lake give the same prompts.
@@ -62,7 +70,10 @@ def fulfil_requests(
             hints=request["hints"] or (),
         )
         fresh = [] if want <= 0 else [
-            c for c in candidates if prompt_id(domain, task_type, c["instruction"], c["context"]) not in taken
+            c
+            for c in candidates
+            if prompt_id(domain, task_type, c["instruction"], c["context"]) not in taken
+            and not (held_out is not None and held_out.contaminated(c["instruction"], c["context"]))
         ][:want]
         records = [
             RawRecord(

@@ -1,8 +1,20 @@
-"""Row validation for raw prompts: good rows get a content-hash id and a split, bad rows a reason."""
+"""Row validation for raw prompts: good rows get a content-hash id and a split, bad rows a reason.
+
+The split (DESIGN §1), decided once when a prompt is first written and never changed afterwards:
+
+- seed pack: by rank within its (domain, task_type) cell. The `eval_per_cell` seed prompts of a cell
+  with the lowest `hash_fraction(prompt_id, "split")` are `eval`, the rest `train`. The rank is taken
+  over the seed pack alone, so the eval set is held out by construction, has exactly `eval_per_cell`
+  prompts per cell (the seed pack has 32 a cell: 12 eval, 20 train by default), and does not depend
+  on what else is in the lake or on the run.
+- user files: `eval` when `hash_fraction(prompt_id, "split") < eval_fraction` (a file's rows arrive
+  over time, so each is decided on its own).
+- generated and feedback prompts: always `train`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +25,8 @@ from nexa_assets.text import content_hash, hash_fraction, normalize
 REQUIRED_FIELDS: tuple[str, ...] = ("domain", "task_type", "instruction")
 # Only seed-pack and user-file prompts are split train/eval; generated ones are always train (DESIGN §1).
 SPLIT_ORIGINS: frozenset[str] = frozenset({"seed", "file"})
+# Held-out seed prompts per (domain, task_type) cell: enough to tell a real change from noise.
+EVAL_PER_CELL = 12
 ORIGINS: tuple[str, ...] = ("seed", "generated", "feedback", "file")
 REASON_CODES: tuple[str, ...] = (
     "missing_field",
@@ -34,7 +48,8 @@ REASON_CODES: tuple[str, ...] = (
 class ValidationRules:
     max_instruction_chars: int = 2000
     max_context_chars: int = 4000
-    eval_fraction: float = 0.15
+    eval_fraction: float = 0.15  # user-file prompts: share held out, by hash
+    eval_per_cell: int = EVAL_PER_CELL  # seed-pack prompts: the lowest-hash ones held out in each cell
 
 
 def prompt_id(domain: str, task_type: str, instruction: str, context: str | None) -> str:
@@ -45,11 +60,32 @@ def reject_id(source: str, locator: str) -> str:
     return content_hash(source, locator)
 
 
-def split_for(pid: str, origin: str, eval_fraction: float) -> str:
-    """train/eval by hash of the prompt id: stable across runs and rounds."""
-    if origin not in SPLIT_ORIGINS:
-        return "train"
-    return "eval" if hash_fraction(pid, "split") < eval_fraction else "train"
+def split_key(pid: str) -> float:
+    """The number every split compares: a stable fraction in [0, 1) from the prompt id."""
+    return hash_fraction(pid, "split")
+
+
+def seed_eval_ids(cells: Iterable[tuple[str, str, str]], eval_per_cell: int) -> frozenset[str]:
+    """The held-out seed prompts: in each (domain, task_type) cell the `eval_per_cell` prompt ids with the
+    lowest split key (ties by id). `cells` gives (domain, task_type, prompt_id) for the whole seed pack."""
+    by_cell: dict[tuple[str, str], set[str]] = {}
+    for domain, task_type, pid in cells:
+        by_cell.setdefault((domain, task_type), set()).add(pid)
+    return frozenset(
+        pid
+        for pids in by_cell.values()
+        for pid in sorted(pids, key=lambda p: (split_key(p), p))[: max(eval_per_cell, 0)]
+    )
+
+
+def split_for(pid: str, origin: str, eval_fraction: float, seed_eval: Set[str] = frozenset()) -> str:
+    """train/eval for one prompt: seed prompts by membership of `seed_eval` (see `seed_eval_ids`), file
+    prompts by hash fraction, the rest always train. Stable across runs and rounds."""
+    if origin == "seed":
+        return "eval" if pid in seed_eval else "train"
+    if origin in SPLIT_ORIGINS:
+        return "eval" if split_key(pid) < eval_fraction else "train"
+    return "train"
 
 
 def validate_records(
@@ -64,7 +100,8 @@ def validate_records(
 
     `existing` maps prompt ids already in the lake to their locator; `seen` collects the ids of this
     batch across calls. A row equal (after normalization) to another row is a duplicate unless it is
-    that very row read again (same locator), which makes re-ingesting a file a no-op.
+    that very row read again (same locator), which makes re-ingesting a file a no-op. Seed records
+    must be the whole seed pack in one call: their split is a rank within each cell of it.
     """
     if origin not in ORIGINS:
         raise ValueError(f"unknown origin {origin!r}: valid values are {', '.join(ORIGINS)}")
@@ -72,6 +109,13 @@ def validate_records(
     seen = {} if seen is None else seen
     prompts: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
+    records = list(records)
+    seed_eval: frozenset[str] = frozenset()
+    if origin == "seed":
+        # Rank over every valid row of the pack, before duplicates against the lake are dropped, so a
+        # prompt's split depends on the seed pack alone.
+        valid = [_key(r) for r in records if r.fields is not None and not _field_problem(r, rules)]
+        seed_eval = seed_eval_ids([(d, t, prompt_id(d, t, i, c)) for d, t, i, c in valid], rules.eval_per_cell)
 
     def reject(record: RawRecord, code: str, message: str) -> None:
         rejects.append(
@@ -93,11 +137,7 @@ def validate_records(
         if problem:
             reject(record, *problem)
             continue
-        fields = record.fields
-        domain = fields["domain"].strip().lower()
-        task_type = fields["task_type"].strip().lower()
-        instruction = fields["instruction"].strip()
-        context = (fields.get("context") or "").strip() or None
+        domain, task_type, instruction, context = _key(record)
         pid = prompt_id(domain, task_type, instruction, context)
         first = seen.get(pid) or existing.get(pid)
         if first is not None and first != record.locator:
@@ -116,10 +156,17 @@ def validate_records(
                 "source": record.source,
                 "locator": record.locator,
                 "origin": origin,
-                "split": split_for(pid, origin, rules.eval_fraction),
+                "split": split_for(pid, origin, rules.eval_fraction, seed_eval),
             }
         )
     return prompts, rejects
+
+
+def _key(record: RawRecord) -> tuple[str, str, str, str | None]:
+    """(domain, task_type, instruction, context) of a row that passed `_field_problem`, cleaned."""
+    fields = record.fields or {}
+    context = (fields.get("context") or "").strip() or None
+    return fields["domain"].strip().lower(), fields["task_type"].strip().lower(), fields["instruction"].strip(), context
 
 
 def _field_problem(record: RawRecord, rules: ValidationRules) -> tuple[str, str] | None:
