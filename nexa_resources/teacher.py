@@ -21,8 +21,8 @@ from nexa_resources.local_model import (
 )
 
 LOCAL_MODEL_ID = f"local/{LOCAL_MODEL_NAME}"
-# The local stand-in writes ~10 tokens/s on a laptop CPU and slows down past 8 parallel answers.
-LOCAL_MAX_TOKENS, LOCAL_CONCURRENCY = 256, 8
+# The local model answers in batches (nexa_resources.batch_server): 64 in flight fill one batch.
+LOCAL_MAX_TOKENS, LOCAL_CONCURRENCY = 256, 64
 REMOTE_MAX_TOKENS, REMOTE_CONCURRENCY = 384, 16
 # USD per 1M (input, output) tokens for well-known hosted models; extend with the `prices` field.
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {

@@ -111,7 +111,7 @@ class PredictionsConfig(dg.Config):
     checkpoint_id: str | None = Field(default=None, description="Checkpoint to evaluate (default: the newest).")
     max_tokens: int = Field(default=256, gt=0, description="Answer length limit; longer answers count as truncated.")
     temperature: float = Field(default=0.0, ge=0, description="0 = greedy, so answers are reproducible.")
-    max_concurrency: int = Field(default=8, gt=0)
+    max_concurrency: int = Field(default=64, gt=0, description="Requests in flight (a local model batches them).")
     include_teacher: bool = Field(
         default=False, description="Also answer with the teacher resource, as a reference row (cached)."
     )
