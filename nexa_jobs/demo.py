@@ -101,7 +101,9 @@ def _daemon_running(instance: object) -> bool:
     return any(now - beat.timestamp < 60 for beat in beats.values())
 
 
-def run_loop(instance: object, log: Callable[[str], None] = print) -> list[dict[str, object]]:
+def run_loop(
+    instance: object, log: Callable[[str], None] = print, run_config: dict | None = None
+) -> list[dict[str, object]]:
     """Round 0 on the demo config, then every round the feedback sensor asks for, until it stops.
 
     The sensor is the real one (`feedback_sensor`), evaluated here in-process with its cursor, and each
@@ -115,7 +117,8 @@ def run_loop(instance: object, log: Callable[[str], None] = print) -> list[dict[
 
     rounds: list[dict[str, object]] = []
     started = time.monotonic()
-    result = materialize("*", DEMO_RUN_CONFIG, tags={DRIVER_TAG: "demo", "nexa/round": "0"})
+    config = DEMO_RUN_CONFIG if run_config is None else run_config
+    result = materialize("*", config, tags={DRIVER_TAG: "demo", "nexa/round": "0"})
     rounds.append({"round": 0, "run_id": result.run_id, "success": result.success, "wall_s": time.monotonic() - started})
     if not result.success:
         return rounds

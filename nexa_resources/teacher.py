@@ -24,6 +24,9 @@ LOCAL_MODEL_ID = f"local/{LOCAL_MODEL_NAME}"
 # The local model answers in batches (nexa_resources.batch_server): 64 in flight fill one batch.
 LOCAL_MAX_TOKENS, LOCAL_CONCURRENCY = 256, 64
 REMOTE_MAX_TOKENS, REMOTE_CONCURRENCY = 384, 16
+# Best of 4 samples with a worked example lifted the local model's mean judge score from 2.99 (plain, greedy)
+# and 3.45 (example, greedy) to 4.11 on 24 seed prompts (README, "What makes the loop learn").
+LOCAL_BEST_OF = 4
 # USD per 1M (input, output) tokens for well-known hosted models; extend with the `prices` field.
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o-mini": (0.15, 0.60),
@@ -136,11 +139,35 @@ class Endpoint(dg.ConfigurableResource):
 
 
 class TeacherResource(Endpoint):
-    """The teacher that answers prompts (OpenAI, vLLM, any OpenAI-compatible server, or local)."""
+    """The teacher that answers prompts (OpenAI, vLLM, any OpenAI-compatible server, or local).
+
+    Context and search make a teacher stronger than its weights alone: `worked_examples` solved tasks of the
+    same type precede each prompt, and `best_of` samples are drawn per prompt, the gate and judge choosing one
+    (distill/pairs). The student is trained on the prompt without the examples (context distillation).
+    """
 
     max_error_rate: float = Field(
         default=0.2, ge=0, le=1, description="Fail the run when more than this share of sent requests fail."
     )
+    best_of: int = Field(
+        default=0, ge=0, description=f"Samples per prompt; 0 = {LOCAL_BEST_OF} for the local model, 1 otherwise."
+    )
+    worked_examples: int = Field(
+        default=1, ge=0, le=1, description="Worked examples of the task type in the teacher's context (0 or 1)."
+    )
+
+    @property
+    def samples(self) -> int:
+        return self.best_of or (LOCAL_BEST_OF if self.is_local else 1)
+
+    def label(self, decoding: str) -> str:
+        """A readable name for tables: the model and how it was asked."""
+        shots = f"{self.worked_examples} worked example{'s' if self.worked_examples != 1 else ''}"
+        name = f"local {LOCAL_MODEL_NAME}" if self.is_local else self.model_id
+        return f"teacher ({name}, {shots}, {decoding})"
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "best_of": self.samples, "worked_examples": self.worked_examples}
 
     @classmethod
     def from_env(cls) -> TeacherResource:

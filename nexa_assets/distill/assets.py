@@ -9,12 +9,12 @@ from pydantic import Field
 
 from nexa_assets.distill.collect import CollectStats, collect
 from nexa_assets.distill.filters import FilterConfig
-from nexa_assets.distill.pairs import METRICS, GateConfig, evaluate_pairs
+from nexa_assets.distill.pairs import METRICS, PAIR_SCHEMA, GateConfig, evaluate_pairs, mark_chosen
 from nexa_assets.distill.task import (
     OUTPUT_COLUMNS,
     format_messages,
     format_regeneration,
-    request_id,
+    teacher_request,
     templates,
 )
 from nexa_assets.metadata import counts, preview
@@ -44,6 +44,8 @@ COMPLETION_SCHEMA: dict[str, pl.DataType] = {
     "attempts": pl.Int64(),
     "error": pl.String(),
     "regenerated_from": pl.String(),
+    "sample_index": pl.Int64(),
+    "worked_examples": pl.Int64(),
 }
 assert tuple(COMPLETION_SCHEMA) == OUTPUT_COLUMNS
 
@@ -54,7 +56,7 @@ class CompletionsConfig(dg.Config):
     round: int | None = round_field()
     max_prompts: int | None = Field(default=None, description="Answer at most this many train prompts (by id).")
     per_cell: int | None = Field(
-        default=None,
+        default=4,
         description="Answer at most this many seed-pack/generated train prompts per (domain, task_type) cell; "
         "prompts from user files and those bought by the feedback loop are always answered.",
     )
@@ -102,22 +104,14 @@ def collect_into_lake(
 
 
 def teacher_requests(prompts: pl.DataFrame, teacher: TeacherResource) -> list[dict[str, Any]]:
-    """One request per prompt, keyed by (prompt, model, template version, sampling)."""
-    version = templates().version
-    out = []
-    for row in prompts.iter_rows(named=True):
-        system_prompt, user_prompt = format_messages(row)
-        out.append(
-            {
-                "request_id": request_id(row["prompt_id"], teacher.model_id, version, teacher.sampling()),
-                "prompt_id": row["prompt_id"],
-                "template_version": version,
-                "system_prompt": system_prompt,
-                "user_prompt": user_prompt,
-                "regenerated_from": None,
-            }
+    """`teacher.samples` requests per prompt (best-of-n), each keyed by its sample index."""
+    return [
+        teacher_request(
+            row, teacher.model_id, teacher.sampling(), sample_index=i, worked_examples=teacher.worked_examples
         )
-    return out
+        for row in prompts.iter_rows(named=True)
+        for i in range(teacher.samples)
+    ]
 
 
 @dg.asset(
@@ -236,8 +230,9 @@ def _joined_completions(lake: LakeResource, request_ids: set[str] | None = None)
     deps=[COMPLETIONS],
     group_name="distill",
     kinds={"polars", "deltalake"},
-    description="Every completion filtered (with all its reasons) and judged on the rubric; rejected ones "
-    "are asked again with what failed, linked by regenerated_from.",
+    description="Every completion (each best-of-n sample) filtered (with all its reasons) and judged on the "
+    "rubric; per prompt the passing sample with the best judge mean is `chosen`; a prompt none of whose samples "
+    "passed is asked again with what failed, linked by regenerated_from.",
     check_specs=[dg.AssetCheckSpec("pass_rate", asset=PAIRS, description="Pass rate above the floor.")],
 )
 def distill_pairs(
@@ -291,6 +286,15 @@ def distill_pairs(
         written = lake.write("distill/pairs", new, mode="merge", lineage=lineage)
 
     table = lake.read("distill/pairs")
+    if "chosen" not in table.columns:  # a table written before best-of-n
+        table = table.with_columns(pl.lit(None, pl.Boolean).alias("chosen"), pl.lit(0, pl.Int64).alias("sample_index"))
+    marked = mark_chosen(table)
+    changed = marked.join(table.select("request_id", pl.col("chosen").alias("_was")), on="request_id").filter(
+        pl.col("chosen").ne_missing(pl.col("_was"))
+    )
+    if changed.height:
+        written = lake.write("distill/pairs", changed.drop("_was").select(list(PAIR_SCHEMA)), mode="merge", lineage=lineage)
+        table = lake.read("distill/pairs")
     reasons = table.select(pl.col("reject_reasons").explode().alias("reason")).drop_nulls()
     pass_rate = float(table["passed"].mean()) if table.height else 0.0
     yield dg.MaterializeResult(
@@ -301,6 +305,9 @@ def distill_pairs(
             "judged_this_run": new_pairs.height + regenerated,
             "regenerated_this_run": regenerated,
             "passed": int(table["passed"].sum()),
+            "chosen": int(table["chosen"].sum()),
+            "prompts_without_a_passing_sample": table.filter(~pl.col("prompt_id").is_in(
+                table.filter(pl.col("passed"))["prompt_id"].implode()))["prompt_id"].n_unique(),
             "pass_rate": round(pass_rate, 4),
             "judge_model": judge.judge_model,
             "rubric_version": judge.rubric_version,
@@ -308,7 +315,9 @@ def distill_pairs(
             "thresholds": dg.MetadataValue.json(gate.thresholds),
             "reject_reasons": counts(reasons, ["reason"]),
             "pass_by_cell": counts(table.filter(pl.col("passed")), ["domain", "task_type"]),
-            "preview": preview(table, ["request_id", "passed", "reject_reasons", "judge_mean", "regenerated_from"]),
+            "preview": preview(
+                table, ["request_id", "sample_index", "passed", "chosen", "reject_reasons", "judge_mean", "regenerated_from"]
+            ),
         },
     )
     yield dg.AssetCheckResult(
@@ -331,13 +340,20 @@ def _chain_depth(pairs: pl.DataFrame) -> dict[str, int]:
 
 
 def _regeneration_parents(pairs: pl.DataFrame, depth: int) -> pl.DataFrame:
-    """Rejected pairs at chain depth `depth - 1` that have not been regenerated yet."""
+    """For each prompt none of whose candidates passed: its best rejected pair at chain depth `depth - 1`
+    that has not been regenerated yet (one request per prompt, never one per rejected sample)."""
     depths = _chain_depth(pairs)
     children = set(pairs["regenerated_from"].drop_nulls())
-    return pairs.filter(
-        ~pl.col("passed")
-        & pl.col("request_id").map_elements(lambda r: depths.get(r, 0) == depth - 1, return_dtype=pl.Boolean)
-        & ~pl.col("request_id").is_in(list(children))
+    served = set(pairs.filter(pl.col("passed"))["prompt_id"])
+    return (
+        pairs.filter(
+            ~pl.col("passed")
+            & ~pl.col("prompt_id").is_in(list(served))
+            & pl.col("request_id").map_elements(lambda r: depths.get(r, 0) == depth - 1, return_dtype=pl.Boolean)
+            & ~pl.col("request_id").is_in(list(children))
+        )
+        .sort(["prompt_id", "judge_mean", "request_id"], descending=[False, True, False], nulls_last=True)
+        .unique(subset=["prompt_id"], keep="first", maintain_order=True)
     )
 
 
@@ -345,20 +361,17 @@ def _regeneration_requests(lake: LakeResource, parents: pl.DataFrame, teacher: T
     """Ask again with the original prompt and what failed, keyed by the rejected request it replaces."""
     rows = _joined_completions(lake, set(parents["request_id"]))
     reasons = dict(zip(parents["request_id"], parents["reject_reasons"]))
-    version = templates().version
     out = []
     for row in rows.iter_rows(named=True):
-        system_prompt, original = format_messages(row)
+        _, original = format_messages(row)
         out.append(
-            {
-                "request_id": request_id(
-                    row["prompt_id"], teacher.model_id, version, teacher.sampling(), f"regen:{row['request_id']}"
-                ),
-                "prompt_id": row["prompt_id"],
-                "template_version": version,
-                "system_prompt": system_prompt,
-                "user_prompt": format_regeneration(original, reasons[row["request_id"]]),
-                "regenerated_from": row["request_id"],
-            }
+            teacher_request(
+                row,
+                teacher.model_id,
+                teacher.sampling(),
+                worked_examples=teacher.worked_examples,
+                user_prompt=format_regeneration(original, reasons[row["request_id"]]),
+                regenerated_from=row["request_id"],
+            )
         )
     return out

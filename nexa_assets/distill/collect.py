@@ -68,12 +68,12 @@ async def collect(
     or `flush_every_s` has passed, one merge at a time: a crash loses only the rows of the last second
     or batch, and a re-run sends just those.
 
-    Each request dict carries request_id, prompt_id, template_version, system_prompt, user_prompt and
-    regenerated_from; each row handed on adds the answer, usage, latency, cost, attempts and error.
+    Each request dict is a `task.teacher_request` (request_id, prompt_id, template_version, system_prompt,
+    user_prompt, shots, regenerated_from, sample_index, worked_examples); each row handed on adds the answer, usage, latency, cost, attempts and error.
     """
     stats = CollectStats(total=len(requests))
     by_id = {r["request_id"]: r for r in requests}
-    items = [(r["request_id"], messages(r["system_prompt"], r["user_prompt"])) for r in requests]
+    items = [(r["request_id"], messages(r["system_prompt"], r["user_prompt"], r.get("shots") or ())) for r in requests]
     pending: list[dict[str, Any]] = []
     merging: asyncio.Task[None] | None = None
     last_log = last_merge = time.monotonic()

@@ -36,6 +36,8 @@ PAIR_SCHEMA: dict[str, pl.DataType] = {
     "lacking": pl.String(),
     "judge_error": pl.String(),
     "regenerated_from": pl.String(),
+    "sample_index": pl.Int64(),
+    "chosen": pl.Boolean(),  # the prompt's selected sample: passed, best judge mean (ties: lower sample index)
 }
 
 
@@ -96,6 +98,21 @@ def evaluate_pairs(
                 "lacking": "; ".join(f"{m}: {v}" for m, v in verdict.lacking.items()) if verdict else None,
                 "judge_error": verdict.error if verdict is not None else None,
                 "regenerated_from": row.get("regenerated_from"),
+                "sample_index": row.get("sample_index") or 0,
+                "chosen": False,
             }
         )
     return pl.DataFrame(out, schema=PAIR_SCHEMA)
+
+
+def mark_chosen(pairs: pl.DataFrame) -> pl.DataFrame:
+    """`chosen` set on each prompt's best passing pair (judge mean, then lower sample index and request id)."""
+    if pairs.is_empty():
+        return pairs
+    ranked = pairs.filter(pl.col("passed")).sort(
+        ["prompt_id", "judge_mean", "sample_index", "request_id"],
+        descending=[False, True, False, False],
+        nulls_last=True,
+    )
+    best = set(ranked.unique(subset=["prompt_id"], keep="first", maintain_order=True)["request_id"])
+    return pairs.with_columns(pl.col("request_id").is_in(list(best)).alias("chosen"))

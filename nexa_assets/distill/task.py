@@ -14,7 +14,9 @@ from nexa_assets.taxonomy import TASK_TYPES
 from nexa_assets.text import content_hash
 from nexa_resources.llm_client import ChatResult, SamplingParams
 
-TEMPLATE_NAMES: tuple[str, ...] = ("system", "hypothesis", "methodology", "regeneration")
+TEMPLATE_NAMES: tuple[str, ...] = (
+    "system", "hypothesis", "methodology", "regeneration", "example_hypothesis", "example_methodology"
+)
 INPUT_COLUMNS: tuple[str, ...] = ("prompt_id", "domain", "task_type", "instruction", "context")
 OUTPUT_COLUMNS: tuple[str, ...] = (
     "request_id",
@@ -32,6 +34,8 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
     "attempts",
     "error",
     "regenerated_from",
+    "sample_index",
+    "worked_examples",
 )
 # How a filter reason reads to the teacher in a regeneration request.
 REASON_TEXT: dict[str, str] = {
@@ -87,6 +91,49 @@ def format_messages(row: Mapping[str, Any]) -> tuple[str, str]:
     return t["system"], user
 
 
+def worked_example(task_type: str) -> list[dict[str, str]]:
+    """A solved task of this type as a (user, assistant) turn, asked exactly the way real prompts are."""
+    head, _, answer = templates().texts[f"example_{task_type}"].partition("\n---\n")
+    fields = dict(line.split(": ", 1) for line in head.splitlines() if ": " in line)
+    _, user = format_messages({"task_type": task_type, "domain": fields["Domain"], "instruction": fields["Task"]})
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": answer.strip()}]
+
+
+def teacher_request(
+    row: Mapping[str, Any],
+    model: str,
+    params: SamplingParams,
+    *,
+    sample_index: int = 0,
+    worked_examples: int = 0,
+    user_prompt: str | None = None,
+    regenerated_from: str | None = None,
+) -> dict[str, Any]:
+    """One teacher call for a raw prompt row: its identity covers the model, templates, sampling, the worked
+    examples in context and the sample index (best-of-n sends n requests; none is ever paid twice).
+
+    `system_prompt` and `user_prompt` are what the student is trained on and evaluated with; `shots` (the
+    worked examples) go to the teacher only.
+    """
+    version = templates().version
+    system_prompt, plain_user = format_messages(row)
+    shots = worked_example(row["task_type"]) if worked_examples else []
+    extra = f"shots={worked_examples};sample={sample_index}" if (worked_examples or sample_index) else ""
+    if regenerated_from is not None:
+        extra += f"regen:{regenerated_from}"
+    return {
+        "request_id": request_id(row["prompt_id"], model, version, params, extra),
+        "prompt_id": row["prompt_id"],
+        "template_version": version,
+        "system_prompt": system_prompt,
+        "user_prompt": user_prompt or plain_user,
+        "shots": shots,
+        "regenerated_from": regenerated_from,
+        "sample_index": sample_index,
+        "worked_examples": worked_examples,
+    }
+
+
 def format_regeneration(original_user_prompt: str, reasons: Sequence[str]) -> str:
     """The user prompt that asks again, telling the teacher what failed."""
     said = [REASON_TEXT.get(r, r.replace("_", " ")) for r in reasons]
@@ -96,8 +143,15 @@ def format_regeneration(original_user_prompt: str, reasons: Sequence[str]) -> st
     )
 
 
-def messages(system_prompt: str, user_prompt: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": user_prompt}]
+def messages(
+    system_prompt: str, user_prompt: str, shots: Sequence[Mapping[str, str]] = ()
+) -> list[dict[str, str]]:
+    """The chat sent: system prompt, any worked examples as earlier turns, then the user prompt."""
+    return [
+        {"role": "system", "content": system_prompt},
+        *({"role": m["role"], "content": m["content"]} for m in shots),
+        {"role": "user", "content": user_prompt},
+    ]
 
 
 def parse_answer(result: ChatResult) -> tuple[str | None, str | None]:

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,6 +10,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from nexa_assets.distill.task import worked_example
 from nexa_assets.evaluate.predict import eval_set_hash, pending_prompts, predict
 from nexa_assets.evaluate.report import cell_heatmap_markdown
 from nexa_assets.evaluate.rubric import load_rubric
@@ -16,9 +18,11 @@ from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA
 from nexa_assets.evaluate.scoring import cell_metrics, judge_items, score_rows
 from nexa_assets.metadata import counts, markdown_table, preview
 from nexa_assets.rounds import resolve_round, round_field
+from nexa_assets.train.trainer import TrainError, resolve_source
 from nexa_resources.judge import JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import ChatClient, SamplingParams, run_sync
+from nexa_resources.local_model import LocalModelServer
 from nexa_resources.serving import serve_checkpoint
 from nexa_resources.teacher import TeacherResource
 
@@ -112,13 +116,33 @@ class PredictionsConfig(dg.Config):
     max_tokens: int = Field(default=256, gt=0, description="Answer length limit; longer answers count as truncated.")
     temperature: float = Field(default=0.0, ge=0, description="0 = greedy, so answers are reproducible.")
     max_concurrency: int = Field(default=64, gt=0, description="Requests in flight (a local model batches them).")
+    include_base: bool = Field(
+        default=True,
+        description="Also answer with the student's base model before any training (a reference row, answered "
+        "once per eval set).",
+    )
     include_teacher: bool = Field(
-        default=False, description="Also answer with the teacher resource, as a reference row (cached)."
+        default=True,
+        description="Also answer with the teacher as it is asked for data (its worked examples in context), "
+        "at this config's decoding, as a reference row (answered once per eval set).",
     )
     external_models: list[ExternalModel] = Field(default_factory=list, description="More reference models.")
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, top_p=1.0, max_tokens=self.max_tokens)
+
+
+def base_model_folder(base_model: str | None) -> Path | None:
+    """The local folder of a checkpoint's pretrained base model, or None (scratch models, hub ids)."""
+    if not base_model or base_model.startswith("scratch:"):
+        return None
+    if base_model.startswith("local:"):
+        try:
+            return Path(resolve_source(base_model))
+        except TrainError:
+            return None
+    folder = Path(base_model).expanduser()
+    return folder if (folder / "config.json").exists() else None
 
 
 def newest_checkpoint(lake: LakeResource, checkpoint_id: str | None = None) -> dict[str, Any]:
@@ -146,7 +170,9 @@ def _answer(
     model_kind: str,
     checkpoint_id: str | None,
     lineage: Lineage,
+    model_label: str | None = None,
     price: tuple[float, float] | None = None,
+    shots: Any = None,
 ) -> dict[str, Any]:
     """Answer the prompts this model has not answered yet and merge them; returns this model's stats."""
     answered = lake.read("eval/predictions", columns=["model_id", "prompt_id", "error"], missing_ok=True)
@@ -165,6 +191,8 @@ def _answer(
                         model_id=model_id,
                         model_kind=model_kind,
                         checkpoint_id=checkpoint_id,
+                        model_label=model_label,
+                        shots=shots,
                         price=price,
                         log=context.log.info,
                     )
@@ -200,9 +228,10 @@ def _client_maker(make: Any, server: Any = None) -> Iterator[Any]:
     deps=[EVAL_PROMPTS, CHECKPOINTS],
     group_name="evaluate",
     kinds={"openai", "deltalake"},
-    description="Answers to every eval prompt from the newest checkpoint (served by `transformers serve` on "
-    "127.0.0.1, the teacher's local-server path) and from configured reference models; finish_reason and "
-    "usage recorded; a (model, prompt) already answered is never asked again.",
+    description="Answers to every eval prompt from the newest checkpoint (served on 127.0.0.1 by the local "
+    "model server, the teacher's path), and as reference rows from the student's base model, the teacher (with "
+    "its worked examples) and configured external models; finish_reason and usage recorded; a (model, prompt) "
+    "already answered is never asked again.",
 )
 def eval_predictions(
     context: dg.AssetExecutionContext,
@@ -227,6 +256,23 @@ def eval_predictions(
         )
 
     stats: dict[str, dict[str, Any]] = {}
+    base = base_model_folder(checkpoint.get("base_model"))
+    if config.include_base and base is None:
+        context.log.info(f"no base-model row: {checkpoint.get('base_model')!r} is not a local pretrained model")
+    if config.include_base and base is not None:
+        base_id = f"base:{checkpoint['base_model']}"
+        stats[base_id] = _answer(
+            context,
+            lake,
+            prompts,
+            lambda: _client_maker(checkpoint_client, server=LocalModelServer(base)),
+            params,
+            model_id=base_id,
+            model_kind="base",
+            model_label=f"base ({base.name}, untrained student)",
+            checkpoint_id=None,
+            lineage=lineage,
+        )
     stats[ckpt_id] = _answer(
         context,
         lake,
@@ -235,21 +281,26 @@ def eval_predictions(
         params,
         model_id=ckpt_id,
         model_kind="checkpoint",
+        model_label=f"round {checkpoint.get('round', 0)} student ({checkpoint.get('preset')})",
         checkpoint_id=ckpt_id,
         lineage=lineage,
     )
     if config.include_teacher:
-        stats[teacher.model_id] = _answer(
+        shots = teacher.worked_examples
+        teacher_id = f"teacher:{teacher.model_id}:shots={shots}"
+        stats[teacher_id] = _answer(
             context,
             lake,
             prompts,
             lambda: _client_maker(lambda _: teacher.client(context.log)),
             params,
-            model_id=teacher.model_id,
-            model_kind="external",
+            model_id=teacher_id,
+            model_kind="teacher",
+            model_label=teacher.label("greedy" if config.temperature == 0 else f"T={config.temperature}"),
             checkpoint_id=None,
             lineage=lineage,
             price=teacher.price(),
+            shots=worked_example if shots else None,
         )
     for external in config.external_models:
         key = os.environ.get(external.api_key_env) if external.api_key_env else None
@@ -265,6 +316,7 @@ def eval_predictions(
             params,
             model_id=external.model,
             model_kind="external",
+            model_label=external.model,
             checkpoint_id=None,
             lineage=lineage,
         )
@@ -371,10 +423,10 @@ def eval_metrics(
     )
     if scores.is_empty():
         raise dg.Failure(f"no scores on eval set {eval_set} by {judge.judge_model}: materialize eval/scores first")
-    models = (
-        lake.read("eval/predictions", columns=["model_id", "model_kind", "checkpoint_id"])
-        .unique("model_id", keep="last")
-    )
+    predictions = lake.read("eval/predictions")
+    if "model_label" not in predictions.columns:
+        predictions = predictions.with_columns(pl.col("model_id").alias("model_label"))
+    models = predictions.select("model_id", "model_kind", "model_label", "checkpoint_id").unique("model_id", keep="last")
     frame = cell_metrics(scores, models)
     run_round = resolve_round(context, config.round, lake)
     # A checkpoint's rows carry the round it was trained in; reference models take the run's round.

@@ -14,11 +14,10 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from nexa_assets.distill.task import cost_usd, format_messages, messages, parse_answer
-from nexa_assets.evaluate.schema import PREDICTION_SCHEMA
+from nexa_assets.evaluate.schema import MODEL_KINDS, PREDICTION_SCHEMA
 from nexa_assets.text import content_hash
 from nexa_resources.llm_client import ChatClient, SamplingParams
 
-MODEL_KINDS: tuple[str, ...] = ("checkpoint", "external")
 
 
 def eval_set_hash(prompt_ids: Sequence[str]) -> str:
@@ -42,16 +41,23 @@ async def predict(
     model_id: str,
     model_kind: str,
     checkpoint_id: str | None,
+    model_label: str | None = None,
+    shots: Callable[[str], Sequence[dict[str, str]]] | None = None,
     price: tuple[float, float] | None = None,
     log: Callable[[str], None] | None = None,
     log_every_s: float = 10.0,
     progress: bool = True,
 ) -> pl.DataFrame:
-    """One PREDICTION_SCHEMA row per prompt: the answer with finish_reason and usage, or its error."""
+    """One PREDICTION_SCHEMA row per prompt: the answer with finish_reason and usage, or its error.
+
+    `shots(task_type)` gives worked examples to put before the prompt (the teacher's own settings); a student
+    is asked without any, exactly as it was trained."""
     if model_kind not in MODEL_KINDS:
         raise ValueError(f"unknown model_kind {model_kind!r}: valid values are {', '.join(MODEL_KINDS)}")
     by_id = {row["prompt_id"]: row for row in prompts.iter_rows(named=True)}
-    items = [(pid, messages(*format_messages(row))) for pid, row in by_id.items()]
+    items = [
+        (pid, messages(*format_messages(row), shots(row["task_type"]) if shots else ())) for pid, row in by_id.items()
+    ]
     rows: list[dict[str, Any]] = []
     started = last_log = time.monotonic()
     tokens = 0
@@ -66,6 +72,7 @@ async def predict(
                     "model_id": model_id,
                     "prompt_id": pid,
                     "model_kind": model_kind,
+                    "model_label": model_label or model_id,
                     "checkpoint_id": checkpoint_id,
                     "domain": row["domain"],
                     "task_type": row["task_type"],

@@ -95,6 +95,7 @@ def cell_metrics(scores: pl.DataFrame, models: pl.DataFrame, scale: tuple[int, i
             {
                 **{k: first[k] for k in keys},
                 "model_kind": model.get("model_kind"),
+                "model_label": model.get("model_label"),
                 "checkpoint_id": model.get("checkpoint_id"),
                 "mean": stats.mean,
                 "n": stats.n,

@@ -4,6 +4,7 @@ sensor, which reacts to feedback/weaknesses, never sees a round whose requests a
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 
 import dagster as dg
 import polars as pl
@@ -14,6 +15,7 @@ from nexa_assets.evaluate.report import cell_heatmap_markdown
 from nexa_assets.evaluate.rubric import load_rubric
 from nexa_assets.feedback.requests import build_requests
 from nexa_assets.feedback.weakness import (
+    target,
     LoopRules,
     classify_cells,
     focus_cells,
@@ -47,7 +49,13 @@ class FeedbackConfig(dg.Config):
         description="Floor on the focus cells' paired mean lift (score points) on top of its 95% interval lying "
         "above 0; 0: the interval alone decides. Stop (no_improvement) when either fails.",
     )
-    prompts_per_round: int = Field(default=16, ge=1, description="New prompts bought per round, over weak cells.")
+    prompts_per_round: int = Field(default=24, ge=1, description="New prompts bought per round, over the focus cells.")
+    max_focus_cells: int = Field(
+        default=2,
+        ge=0,
+        description="Buy for at most this many weak (domain, task_type) cells per round, largest gap first (0 = all): "
+        "a budget spread over every weak cell moves none of them measurably.",
+    )
     min_per_cell: int = Field(default=1, ge=0, description="Prompts every weak (domain, task_type) gets first.")
 
     def rules(self, metrics: tuple[str, ...]) -> LoopRules:
@@ -116,10 +124,12 @@ def feedback_loop(
         after = comparable.filter(pl.col("model_id") == model_id)
     verdict = judge_round(cells, previous, rules, before, after)
     weak = verdict.weak
-    focus = focus_cells(weak)
+    focus = focus_cells(weak, config.max_focus_cells) if verdict.stop_reason is None else []
+    verdict = replace(verdict, cells=target(verdict.cells, focus))
+    targeted = verdict.cells.filter(pl.col("targeted"))
     lineage = Lineage(run_id=context.run.run_id, round=round_)
     requests = (
-        build_requests(weak, scores, budget=config.prompts_per_round, for_round=round_ + 1, min_per_cell=config.min_per_cell)
+        build_requests(targeted, scores, budget=config.prompts_per_round, for_round=round_ + 1, min_per_cell=config.min_per_cell)
         if verdict.stop_reason is None
         else None
     )

@@ -25,7 +25,8 @@ WEAKNESS_SCHEMA: dict[str, pl.DataType] = {
     "change_ci_low": pl.Float64(),  # 95% Student-t interval of the change (null when fewer than 2 pairs)
     "change_ci_high": pl.Float64(),
     "change_n": pl.Int64(),  # paired prompts
-    "focus": pl.Boolean(),  # the cell was weak in the previous round: this round's data was bought for it
+    "focus": pl.Boolean(),  # the cell was targeted in the previous round: this round's data was bought for it
+    "targeted": pl.Boolean(),  # weak, and in a (domain, task_type) this round buys prompts for
     # The round's pooled lift of the focus cells (same on every row of the round): per prompt, its focus
     # metrics' changes averaged, then the mean over prompts with its 95% interval. Null without a pairing.
     "focus_lift": pl.Float64(),

@@ -92,6 +92,7 @@ def classify_cells(metrics: pl.DataFrame, model_id: str, rules: LoopRules) -> pl
                 "status": "weak" if weak else "pass",
                 "clearly_weak": score is not None and row["ci_high"] is not None and row["ci_high"] < threshold,
                 "focus": False,
+                "targeted": False,
                 "stop_reason": None,
                 "loop_id": rules.loop_id,
                 "loop_round": 0,
@@ -119,11 +120,10 @@ def judge_round(
     prev = previous if previous is not None and not previous.is_empty() else None
     same_loop = prev is not None and prev["loop_id"][0] == rules.loop_id
     loop_round = int(prev["loop_round"][0]) + 1 if same_loop and prev is not None else 0
-    focus: list[Cell] = (
-        [(d, t, m) for d, t, m in prev.filter(pl.col("status") == "weak").select(*CELL_KEYS).iter_rows()]
-        if prev is not None
-        else []
-    )
+    focus: list[Cell] = []
+    if prev is not None:
+        bought = pl.col("targeted") if "targeted" in prev.columns else pl.col("status") == "weak"
+        focus = [(d, t, m) for d, t, m in prev.filter(bought.fill_null(False)).select(*CELL_KEYS).iter_rows()]
     lift: Lift | None = None
     changes = None
     if prev is not None and before is not None and after is not None:
@@ -190,8 +190,16 @@ def largest_other_drop(cells: pl.DataFrame) -> dict[str, Any] | None:
     }
 
 
-def focus_cells(weak: pl.DataFrame) -> list[str]:
-    """The weak (domain, task_type) cells as 'domain/task_type', largest summed gap first."""
+def target(cells: pl.DataFrame, focus: list[str]) -> pl.DataFrame:
+    """`targeted` set on the weak cells whose 'domain/task_type' is in `focus` (the cells prompts are bought for)."""
+    return cells.with_columns(
+        ((pl.col("status") == "weak") & (pl.col("domain") + "/" + pl.col("task_type")).is_in(focus)).alias("targeted")
+    )
+
+
+def focus_cells(weak: pl.DataFrame, limit: int = 0) -> list[str]:
+    """The weak (domain, task_type) cells as 'domain/task_type', largest summed gap first (the first `limit`
+    of them when limit > 0)."""
     if weak.is_empty():
         return []
     ranked = (
@@ -199,4 +207,5 @@ def focus_cells(weak: pl.DataFrame) -> list[str]:
         .agg(pl.col("gap").sum())
         .sort(["gap", "domain", "task_type"], descending=[True, False, False])
     )
-    return [f"{d}/{t}" for d, t in ranked.select("domain", "task_type").iter_rows()]
+    names = [f"{d}/{t}" for d, t in ranked.select("domain", "task_type").iter_rows()]
+    return names[:limit] if limit > 0 else names

@@ -32,8 +32,8 @@ def _eval_prompts(lake: LakeResource) -> list[dict]:
     deps=[PAIRS],
     group_name="sft",
     kinds={"polars", "deltalake"},
-    description="Supervised fine-tuning rows (messages + prompt/completion, TRL-ready): the best passing "
-    "pair per prompt, deduplicated, never overlapping an eval prompt; split train/val by prompt hash.",
+    description="Supervised fine-tuning rows (messages + prompt/completion, TRL-ready): the chosen sample per "
+    "prompt (distill/pairs), asked the way evaluation asks (no worked examples), deduplicated, never overlapping an eval prompt; split train/val by prompt hash.",
     check_specs=[dg.AssetCheckSpec("schema", asset=EXAMPLES, description="Columns, types and chat roles.")],
 )
 def sft_examples(
@@ -41,6 +41,8 @@ def sft_examples(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Package passing pairs; rows no longer selected are removed so the table is the current dataset."""
     pairs = lake.read("distill/pairs").filter(pl.col("passed"))
+    if "chosen" in pairs.columns:
+        pairs = pairs.filter(pl.col("chosen"))
     completions = lake.read("distill/completions", columns=["request_id", "completion"])
     prompts = lake.read("raw/prompts", columns=["prompt_id", "instruction", "context", "split"])
     candidates = (

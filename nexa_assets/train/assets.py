@@ -23,7 +23,7 @@ class CheckpointConfig(dg.Config):
 
     preset: str = Field(default=DEFAULT_PRESET, description=f"Student preset: {', '.join(PRESETS)}.")
     max_steps: int = Field(default=-1, description="Optimizer steps; > 0 overrides epochs.")
-    epochs: float = Field(default=2.0, gt=0, description="Passes over the train split (when max_steps <= 0).")
+    epochs: float = Field(default=3.0, gt=0, description="Passes over the train split (when max_steps <= 0).")
     learning_rate: float | None = Field(default=None, gt=0, description="Peak learning rate (preset default).")
     batch_size: int = Field(default=8, gt=0)
     grad_accum: int = Field(default=1, gt=0, description="Gradient accumulation steps.")

@@ -21,7 +21,7 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     learning_rate: float | None = None
-    epochs: float = 1.0
+    epochs: float = 3.0
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 8
     grad_accum: int = 1
