@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import time
@@ -59,6 +60,9 @@ class BatchGenerator:
         dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
+        # transformers 5.x renames forward's `past_key_values` to `cache` (the old name goes in 5.40).
+        params = inspect.signature(self.model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def generate(
         self, chats: list[list[dict[str, str]]], *, temperature: float, top_p: float, max_tokens: int, seed: int | None
@@ -96,8 +100,8 @@ class BatchGenerator:
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         cache = DynamicCache()
         logits = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-            logits_to_keep=1,
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+            **{self.cache_arg: cache},
         ).logits[:, -1, :]
         position = positions[:, -1]
         for step in range(max_tokens):
@@ -113,8 +117,8 @@ class BatchGenerator:
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             position = position + 1
             logits = self.model(
-                input_ids=chosen[:, None], attention_mask=mask, position_ids=position[:, None], past_key_values=cache,
-                use_cache=True,
+                input_ids=chosen[:, None], attention_mask=mask, position_ids=position[:, None], use_cache=True,
+                **{self.cache_arg: cache},
             ).logits[:, -1, :]
         return out
 

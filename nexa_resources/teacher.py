@@ -100,7 +100,7 @@ class Endpoint(dg.ConfigurableResource):
         """What to show in metadata and logs: never the key."""
         return {
             "model_id": self.model_id,
-            "endpoint": "local (transformers serve, 127.0.0.1)" if self.is_local else self.base_url,
+            "endpoint": "local (OpenAI-compatible server, 127.0.0.1)" if self.is_local else self.base_url,
             "max_concurrency": self.concurrency,
             "sampling": self.sampling().as_request(),
         }
@@ -111,7 +111,7 @@ class Endpoint(dg.ConfigurableResource):
         if self.is_local:
             if self._server is None:
                 if log is not None:
-                    log.info(f"starting the local model {LOCAL_MODEL_NAME} (transformers serve on 127.0.0.1)")
+                    log.info(f"starting the local model {LOCAL_MODEL_NAME} (OpenAI-compatible server on 127.0.0.1)")
                 self._server = LocalModelServer(ensure_local_model()).start()
                 if log is not None:
                     log.info(f"local model ready at {self._server.base_url}")

@@ -32,7 +32,7 @@ MODEL = "scripted-teacher"
 ROUND0_CONFIG = {
     "ops": {
         "distill__completions": {"config": {"per_cell": 2}},
-        "train__checkpoints": {"config": {"max_steps": 1, "batch_size": 4, "max_seq_len": 256}},
+        "train__checkpoints": {"config": {"preset": "tiny", "max_steps": 1, "batch_size": 4, "max_seq_len": 256}},
         "eval__prompts": {"config": {"per_cell": 1}},
         "eval__predictions": {"config": {"max_tokens": 32}},
         "feedback_loop": {"config": {"default_threshold": 3.5, "prompts_per_round": 6, "min_improvement": 10.0}},

@@ -30,7 +30,7 @@ def test_gguf_ships_in_the_package_and_converts_to_safetensors():
 
 
 def test_local_teacher_answers_through_the_asset_and_stops(lake, tmp_path):
-    teacher = TeacherResource(max_tokens=12, max_concurrency=2)
+    teacher = TeacherResource(max_tokens=12, max_concurrency=2, best_of=1)
     (tmp_path / "in").mkdir()
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(

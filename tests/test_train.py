@@ -31,7 +31,7 @@ from nexa_resources.lake import LakeResource, Lineage
 REPO = Path(__file__).resolve().parent.parent
 DOMAINS = ("biology", "chemistry", "materials", "physics")
 # Few, short steps: the tiny student's cost is its 49k-token LM head, so rows are kept to ~60 tokens.
-FAST = {"batch_size": 4, "max_seq_len": 128, "warmup_ratio": 0.0, "save_steps": 1000}
+FAST = {"preset": "tiny", "batch_size": 4, "max_seq_len": 128, "warmup_ratio": 0.0, "save_steps": 1000}
 
 
 def sft_rows(n: int, start: int = 0) -> pl.DataFrame:
