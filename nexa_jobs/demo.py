@@ -163,7 +163,9 @@ def loop_report(lake: LakeResource, rounds: list[dict[str, object]]) -> str:
         summary_rows = summary_rows.join(walls, on="round", how="left")
     stop = summary_rows["stop_reason"][-1] if summary_rows.height else "—"
     lines = [
-        "Cell scores per round (mean judge score 1–5 of the round's checkpoint; * = weak):",
+        "Cell scores per round (mean judge score 1–5 of the round's checkpoint; * = weak: mean below the threshold, "
+        "** = clearly weak: the whole 95% interval below it; (±) = paired change against the previous round with its "
+        "95% half-width):",
         _table(cell_scores_by_round(lake)),
         "",
         "Rounds:",

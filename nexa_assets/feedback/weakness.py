@@ -122,7 +122,9 @@ def judge_round(
     loop_round = int(prev["loop_round"][0]) + 1 if same_loop and prev is not None else 0
     focus: list[Cell] = []
     if prev is not None:
-        bought = pl.col("targeted") if "targeted" in prev.columns else pl.col("status") == "weak"
+        # Rounds judged before `targeted` existed (or that bought nothing) count their weak cells as the focus.
+        marked = "targeted" in prev.columns and bool(prev["targeted"].fill_null(False).any())
+        bought = pl.col("targeted") if marked else pl.col("status") == "weak"
         focus = [(d, t, m) for d, t, m in prev.filter(bought.fill_null(False)).select(*CELL_KEYS).iter_rows()]
     lift: Lift | None = None
     changes = None
