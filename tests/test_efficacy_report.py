@@ -92,3 +92,16 @@ def test_side_by_side_shows_base_and_trained_answers_of_a_focus_cell(planted):
 def test_a_lake_without_a_feedback_round_says_what_is_missing(lake):
     with pytest.raises(ValueError, match="rounds 0 and 1"):
         measure(lake)
+
+
+def test_eval_metrics_overall_pools_each_answer_once(planted):
+    from nexa_assets.evaluate.assets import overall_by_model
+
+    scores = planted.read("eval/scores")
+    metrics = pl.DataFrame(
+        [{"model_id": m, "model_label": f"{m} label", "truncation_rate": 0.0} for m in SCORES]
+    )
+    overall = {r["model_id"]: r for r in overall_by_model(scores, metrics).iter_rows(named=True)}
+    assert overall["c1"]["answers"] == 12 and overall["c1"]["model_label"] == "c1 label"
+    values = SCORES["c1"][FOCUS] + SCORES["c1"][OTHER]
+    assert overall["c1"]["overall"] == pytest.approx(sum(values) / 12, abs=1e-3)

@@ -15,6 +15,7 @@ from nexa_assets.evaluate.predict import eval_set_hash, pending_prompts, predict
 from nexa_assets.evaluate.report import cell_heatmap_markdown
 from nexa_assets.evaluate.rubric import load_rubric
 from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA
+from nexa_assets.evaluate.stats import mean_ci
 from nexa_assets.evaluate.scoring import cell_metrics, judge_items, score_rows
 from nexa_assets.metadata import counts, markdown_table, preview
 from nexa_assets.rounds import resolve_round, round_field
@@ -130,6 +131,22 @@ class PredictionsConfig(dg.Config):
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, top_p=1.0, max_tokens=self.max_tokens)
+
+
+def overall_by_model(scores: pl.DataFrame, metrics: pl.DataFrame) -> pl.DataFrame:
+    """Per model: label, mean over answers (each answer's metric scores averaged first: the five scores of one
+    answer are not independent samples) with its 95% interval, answers, and truncation rate."""
+    rows = []
+    per_answer = scores.drop_nulls("score").group_by("model_id", "prompt_id").agg(pl.col("score").mean())
+    for (model_id,), part in per_answer.group_by("model_id"):
+        stats = mean_ci(part["score"].to_list())
+        rows.append({"model_id": model_id, "overall": stats.mean, "ci_low": stats.ci_low, "ci_high": stats.ci_high,
+                     "answers": stats.n})
+    labels = metrics.group_by("model_id").agg(pl.col("model_label").first(), pl.col("truncation_rate").mean())
+    return pl.DataFrame(rows).join(labels, on="model_id", how="left").select(
+        "model_id", "model_label", *(pl.col(c).round(3) for c in ("overall", "ci_low", "ci_high")), "answers",
+        pl.col("truncation_rate").round(3),
+    )
 
 
 def base_model_folder(base_model: str | None) -> Path | None:
@@ -441,9 +458,7 @@ def eval_metrics(
     frame = frame.drop("_round")
     newest = newest_checkpoint(lake)["checkpoint_id"]
     mine = frame.filter(pl.col("model_id") == newest)
-    overall = frame.group_by("model_id").agg(
-        pl.col("mean").mean().round(3).alias("overall"), pl.col("n").sum(), pl.col("truncation_rate").mean().round(3)
-    )
+    overall = overall_by_model(scores, frame)
     context.log.info(f"eval/metrics v{written.version}: {frame.height} cells over {overall.height} models")
     return dg.MaterializeResult(
         metadata={
