@@ -37,12 +37,13 @@ class _Pending:
     top_p: float
     max_tokens: int
     seed: int | None
+    repetition_penalty: float
     future: asyncio.Future[dict[str, Any]]
     arrived: float = field(default_factory=time.monotonic)
 
     @property
-    def group(self) -> tuple[float, float, int]:
-        return (self.temperature, self.top_p, self.max_tokens)
+    def group(self) -> tuple[float, float, int, float]:
+        return (self.temperature, self.top_p, self.max_tokens, self.repetition_penalty)
 
 
 class BatchGenerator:
@@ -67,7 +68,14 @@ class BatchGenerator:
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def generate(
-        self, chats: list[list[dict[str, str]]], *, temperature: float, top_p: float, max_tokens: int, seed: int | None
+        self,
+        chats: list[list[dict[str, str]]],
+        *,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        seed: int | None,
+        repetition_penalty: float = 1.0,
     ) -> list[dict[str, Any]]:
         """One answer per chat: text, finish_reason ("stop" | "length"), prompt and completion token counts."""
         torch, tok = self.torch, self.tokenizer
@@ -78,7 +86,9 @@ class BatchGenerator:
             torch.manual_seed(seed)
         with torch.no_grad():
             cache, mask, suffix, suffix_mask, positions = self._prefill_inputs(ids)
-            rows = self._decode(cache, mask, suffix, suffix_mask, positions, temperature, top_p, max_tokens)
+            rows = self._decode(
+                cache, mask, suffix, suffix_mask, positions, temperature, top_p, max_tokens, repetition_penalty
+            )
         answers = []
         for tokens, prompt in zip(rows, ids):
             stop = bool(tokens) and tokens[-1] == tok.eos_token_id
@@ -146,10 +156,12 @@ class BatchGenerator:
 
     def _decode(
         self, cache: Any, prefix_mask: Any, ids: Any, suffix_mask: Any, positions: Any, temperature: float,
-        top_p: float, max_tokens: int,
+        top_p: float, max_tokens: int, repetition_penalty: float = 1.0,
     ) -> list[list[int]]:
         """Token ids per row, up to and including EOS. A finished row leaves the batch (its KV cache rows are
-        dropped), so each step costs only the rows still writing; `generate` would carry them to the end."""
+        dropped), so each step costs only the rows still writing; `generate` would carry them to the end.
+        `repetition_penalty` (as in transformers, over the answer's own tokens) divides a positive logit of a
+        token already written by it and multiplies a negative one."""
         torch, eos = self.torch, self.tokenizer.eos_token_id
         out: list[list[int]] = [[] for _ in range(ids.shape[0])]
         active = torch.arange(ids.shape[0], device=ids.device)
@@ -159,8 +171,16 @@ class BatchGenerator:
             **{self.cache_arg: cache},
         ).logits[:, -1, :]
         position = positions[:, -1]
+        penalize = repetition_penalty != 1.0
+        seen = torch.zeros_like(logits, dtype=torch.bool) if penalize else None
         for step in range(max_tokens):
+            if seen is not None:
+                logits = torch.where(
+                    seen, torch.where(logits > 0, logits / repetition_penalty, logits * repetition_penalty), logits
+                )
             chosen = _pick(torch, logits, temperature, top_p)
+            if seen is not None:
+                seen[torch.arange(chosen.numel(), device=chosen.device), chosen] = True
             for row, token in zip(active.tolist(), chosen.tolist()):
                 out[row].append(token)
             running = (chosen != eos).nonzero(as_tuple=True)[0]
@@ -169,6 +189,7 @@ class BatchGenerator:
             if running.numel() < active.numel():
                 cache.batch_select_indices(running)
                 active, mask, chosen, position = active[running], mask[running], chosen[running], position[running]
+                seen = seen[running] if seen is not None else None
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             position = position + 1
             logits = self.model(
@@ -254,6 +275,7 @@ class BatchApp:
                     top_p=group[1],
                     max_tokens=group[2],
                     seed=min(seeds) if seeds else None,
+                    repetition_penalty=group[3],
                 )
             except Exception as exc:  # noqa: BLE001 - every waiting request gets the error, the server lives on
                 for p in batch:
@@ -293,13 +315,16 @@ class BatchApp:
             temperature = float(body.get("temperature", 1.0))
             top_p = float(body.get("top_p", 1.0))
             seed = int(body["seed"]) if body.get("seed") is not None else None
+            repetition_penalty = float(body.get("repetition_penalty") or 1.0)
+            if repetition_penalty <= 0:
+                raise ValueError("repetition_penalty must be > 0")
         except (ValueError, KeyError, TypeError) as exc:
             await _send(send, 400, _error(f"bad request body: {exc}"))
             return
         assert self.queue is not None
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         messages = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
-        await self.queue.put(_Pending(messages, temperature, top_p, max_tokens, seed, future))
+        await self.queue.put(_Pending(messages, temperature, top_p, max_tokens, seed, repetition_penalty, future))
         try:
             answer = await future
         except Exception as exc:  # noqa: BLE001

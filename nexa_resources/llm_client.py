@@ -39,6 +39,8 @@ class SamplingParams:
     top_p: float = 0.95
     max_tokens: int = 512
     seed: int | None = None
+    # vLLM's and the local server's extension (OpenAI rejects it): > 1 discourages tokens already written.
+    repetition_penalty: float | None = None
 
     def as_request(self) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -48,6 +50,8 @@ class SamplingParams:
         }
         if self.seed is not None:
             params["seed"] = self.seed
+        if self.repetition_penalty is not None:
+            params["repetition_penalty"] = self.repetition_penalty
         return params
 
     def fingerprint(self) -> str:

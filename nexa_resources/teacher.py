@@ -48,6 +48,9 @@ class Endpoint(dg.ConfigurableResource):
         default=0, ge=0, description=f"Answer length limit; 0 = {LOCAL_MAX_TOKENS} for the local model, {REMOTE_MAX_TOKENS} otherwise."
     )
     seed: int | None = None
+    repetition_penalty: float | None = Field(
+        default=None, gt=0, description="> 1 discourages repeating tokens (vLLM and the local server; OpenAI rejects it)."
+    )
     max_concurrency: int = Field(
         default=0, ge=0, description=f"Requests in flight; 0 = {LOCAL_CONCURRENCY} for the local model, {REMOTE_CONCURRENCY} otherwise."
     )
@@ -86,7 +89,7 @@ class Endpoint(dg.ConfigurableResource):
         return self.max_concurrency or (LOCAL_CONCURRENCY if self.is_local else REMOTE_CONCURRENCY)
 
     def sampling(self) -> SamplingParams:
-        return SamplingParams(self.temperature, self.top_p, self.answer_tokens, self.seed)
+        return SamplingParams(self.temperature, self.top_p, self.answer_tokens, self.seed, self.repetition_penalty)
 
     def price(self) -> tuple[float, float] | None:
         if self.is_local:
