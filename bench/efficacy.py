@@ -71,6 +71,7 @@ def run(teacher_row: bool) -> int:
     import polars as pl
 
     from nexa_jobs.demo import run_loop
+    from nexa_jobs.loop_report import stage_seconds
     from nexa_jobs.efficacy import measure
     from nexa_resources.lake import LakeResource
 
@@ -97,17 +98,7 @@ def run(teacher_row: bool) -> int:
 
     lake = LakeResource.from_env()
     report = measure(lake)
-    stage_rows = []
-    for r in rounds:
-        by_stage: dict[str, float] = {}
-        for stat in instance.get_run_step_stats(str(r["run_id"])):
-            if stat.start_time and stat.end_time:
-                op = next((k for k in STAGES if stat.step_key.startswith(k)), stat.step_key)
-                stage = STAGES.get(op, op)
-                by_stage[stage] = by_stage.get(stage, 0.0) + stat.end_time - stat.start_time
-        order = dict.fromkeys(STAGES.values())
-        stage_rows.append({"round": int(r["round"]), **{k: round(by_stage.get(k, 0.0)) for k in order},
-                           "round_wall_s": round(float(r["wall_s"]))})
+    stage_rows = stage_seconds(instance, rounds, STAGES)
     completions = lake.read("distill/completions")
     spend = completions.group_by("round").agg(
         pl.len().alias("teacher_requests"),
@@ -146,7 +137,7 @@ def run(teacher_row: bool) -> int:
         print("\nTeacher per round:")
         print(spend.join(gate, on="round", how="left"))
         print("\nWall time per stage and round (s):")
-        print(pl.DataFrame(stage_rows))
+        print(stage_rows)
 
     lift, other, b0 = report.focused_lift, report.other_change, report.base_to_round0
     ok = (

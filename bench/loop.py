@@ -69,6 +69,7 @@ def run(server: object | None) -> int:
     import polars as pl
 
     from nexa_jobs.demo import run_loop
+    from nexa_jobs.loop_report import stage_seconds
     from nexa_resources.lake import LakeResource
 
     instance = dg.DagsterInstance.get()
@@ -90,18 +91,7 @@ def run(server: object | None) -> int:
     lake = LakeResource.from_env()
     completions = lake.read("distill/completions", columns=["prompt_id", "round", "regenerated_from"])
     prompts = lake.read("raw/prompts", columns=["prompt_id", "origin", "round"])
-    stage_rows = []
-    for r in rounds:
-        by_stage: dict[str, float] = {}
-        for stat in instance.get_run_step_stats(str(r["run_id"])):
-            if stat.start_time and stat.end_time:
-                # Asset-check steps (e.g. sft__examples_sft_decontamination) count with their asset.
-                op = next((k for k in STAGES if stat.step_key.startswith(k)), stat.step_key)
-                stage = STAGES.get(op, op)
-                by_stage[stage] = by_stage.get(stage, 0.0) + stat.end_time - stat.start_time
-        order = dict.fromkeys(STAGES.values())
-        stage_rows.append({"round": int(r["round"]), **{k: round(by_stage.get(k, 0.0), 1) for k in order},
-                           "round_wall_s": round(float(r["wall_s"]), 1)})
+    stage_rows = stage_seconds(instance, rounds, STAGES)
 
     answered_before: set[str] = set()
     rows, ok = [], True
@@ -128,7 +118,7 @@ def run(server: object | None) -> int:
         print("\nTeacher spend per round (round 0 answers the seed prompts; later rounds only what they bought):")
         print(pl.DataFrame(rows))
         print("\nWall time per stage and round (s):")
-        print(pl.DataFrame(stage_rows))
+        print(stage_rows)
     if received:
         print(f"\nrequests the teacher server received in all: {received[0]} (table rows: {completions.height})")
     print(f"loop wall time: {total:.1f}s over {len(rounds)} rounds")

@@ -6,6 +6,7 @@ can tell a lift from noise: with ~12 prompts per cell a mean moves by several te
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
@@ -131,3 +132,19 @@ def rounds_summary(lake: LakeResource) -> pl.DataFrame:
         .join(bought, on="round", how="left")
         .with_columns(pl.col("stop_reason").fill_null("—"), pl.col("new_prompts").fill_null(0))
     )
+
+
+def stage_seconds(instance: Any, rounds: list[dict[str, Any]], stages: Mapping[str, str]) -> pl.DataFrame:
+    """Wall seconds per stage (op name prefix → stage) and round, from each round run's step stats; asset-check
+    steps (e.g. sft__examples_sft_decontamination) count with their asset."""
+    rows = []
+    for r in rounds:
+        by_stage: dict[str, float] = {}
+        for stat in instance.get_run_step_stats(str(r["run_id"])):
+            if stat.start_time and stat.end_time:
+                op = next((k for k in stages if stat.step_key.startswith(k)), stat.step_key)
+                stage = stages.get(op, op)
+                by_stage[stage] = by_stage.get(stage, 0.0) + stat.end_time - stat.start_time
+        rows.append({"round": int(r["round"]), **{k: round(by_stage.get(k, 0.0), 1) for k in dict.fromkeys(stages.values())},
+                     "round_wall_s": round(float(r["wall_s"]), 1)})
+    return pl.DataFrame(rows)
