@@ -69,7 +69,10 @@ def raw_lake(raw_lake_dir, tmp_path) -> LakeResource:
 
 
 def teacher(srv: ScriptedServer, **kw) -> TeacherResource:
-    settings = {"api_key": "sk-test", "max_retries": 2, "backoff_base_s": 0.01, "timeout_s": 10.0} | kw
+    """A teacher on the scripted server, asked without a worked example, so a request is [system, user] (the
+    example's turns are covered by tests/test_teacher_context.py)."""
+    settings = {"api_key": "sk-test", "max_retries": 2, "backoff_base_s": 0.01, "timeout_s": 10.0,
+                "worked_examples": 0} | kw
     return TeacherResource(base_url=srv.base_url, model=MODEL, **settings)
 
 
@@ -84,7 +87,7 @@ def materialize(
     pairs: dict | None = None,
     raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
-    ops = {"distill__completions": {"config": {"max_prompts": 20, **(completions or {})}}}
+    ops = {"distill__completions": {"config": {"max_prompts": 20, "per_cell": None, **(completions or {})}}}
     if pairs:
         ops["distill__pairs"] = {"config": pairs}
     selected = {a.op.name for a in assets if isinstance(a, dg.AssetsDefinition)}
@@ -269,10 +272,12 @@ _CRASH_SCRIPT = textwrap.dedent(
         [distill_completions],
         resources={
             "lake": LakeResource(root=root),
-            "teacher": TeacherResource(base_url=base_url, model=model, api_key="sk-test", max_concurrency=4),
+            "teacher": TeacherResource(
+                base_url=base_url, model=model, api_key="sk-test", max_concurrency=4, worked_examples=0
+            ),
         },
         instance=dg.DagsterInstance.ephemeral(),
-        run_config={"ops": {"distill__completions": {"config": {"max_prompts": 60, "batch_size": 4}}}},
+        run_config={"ops": {"distill__completions": {"config": {"max_prompts": 60, "per_cell": None, "batch_size": 4}}}},
     )
     print("finished", flush=True)
     """

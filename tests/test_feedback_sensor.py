@@ -122,7 +122,7 @@ def test_no_run_when_every_cell_passes(lake, instance):
     assert [r.run_key for r in requests] == ["feedback-round-1"]
     assert set(requests[0].tags["nexa/focus_cells"].split(",")) == {"biology/hypothesis", "physics/methodology"}
     requests_table = lake.read("feedback/requests")
-    assert int(requests_table["n_prompts"].sum()) == 16 and set(requests_table["status"]) == {"open"}
+    assert int(requests_table["n_prompts"].sum()) == 24 and set(requests_table["status"]) == {"open"}
     assert set(requests_table["hints"].explode()) <= {f"more {m}" for m in METRICS}
 
 
