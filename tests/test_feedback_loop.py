@@ -28,13 +28,14 @@ from nexa_resources.teacher import TeacherResource
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "scripted-teacher"
+TEACHER_ROW = f"teacher:{MODEL}:shots=1"  # the teacher answering eval prompts as it is asked for data
 # Small and quick: 2 seed prompts per cell, a 1-step student, 1 eval prompt per cell, 64-token answers.
 ROUND0_CONFIG = {
     "ops": {
         "distill__completions": {"config": {"per_cell": 2}},
         "train__checkpoints": {"config": {"preset": "tiny", "max_steps": 1, "batch_size": 4, "max_seq_len": 256}},
         "eval__prompts": {"config": {"per_cell": 1}},
-        "eval__predictions": {"config": {"max_tokens": 32}},
+        "eval__predictions": {"config": {"max_tokens": 32, "include_teacher": False}},
         "feedback_loop": {"config": {"default_threshold": 3.5, "prompts_per_round": 6, "min_improvement": 10.0}},
     }
 }
@@ -146,16 +147,19 @@ def test_reference_models_answer_once_and_join_the_leaderboard(loop, scripted_se
         # 8 eval prompts for each reference model the first time; nothing at all the second time.
         assert scripted_server.stats()["requests"] == (16 if attempt == 0 else 0)
     predictions = lake.read("eval/predictions")
-    external = predictions.filter(pl.col("model_kind") == "external")
-    assert set(external["model_id"]) == {MODEL, "reference-model"} and external.height == 16
-    assert external["checkpoint_id"].null_count() == 16 and external["error"].null_count() == 16
+    references = predictions.filter(pl.col("model_kind").is_in(["teacher", "external"]))
+    assert set(references["model_id"]) == {TEACHER_ROW, "reference-model"} and references.height == 16
+    assert references["checkpoint_id"].null_count() == 16 and references["error"].null_count() == 16
+    labels = dict(zip(references["model_id"], references["model_label"]))
+    assert labels == {TEACHER_ROW: f"teacher ({MODEL}, 1 worked example, greedy)", "reference-model": "reference-model"}
     metrics = lake.read("eval/metrics")
-    assert set(metrics.filter(pl.col("model_kind") == "external")["model_id"]) == {MODEL, "reference-model"}
+    kinds = dict(zip(metrics["model_id"], metrics["model_kind"]))
+    assert kinds[TEACHER_ROW] == "teacher" and kinds["reference-model"] == "external"
     # The scripted teacher writes structured answers: as a reference it outscores the 1-step student.
     overall = metrics.group_by("model_id").agg(pl.col("mean").mean())
     score = dict(zip(overall["model_id"], overall["mean"]))
     checkpoint = lake.read("train/checkpoints").sort("created_at")["checkpoint_id"][-1]
-    assert score[MODEL] > score[checkpoint]
+    assert score[TEACHER_ROW] > score[checkpoint]
 
 
 def test_sensor_requests_one_refresh_run_then_round_one_buys_only_new_prompts(loop, scripted_server):
@@ -167,10 +171,10 @@ def test_sensor_requests_one_refresh_run_then_round_one_buys_only_new_prompts(lo
     assert request.run_key == "feedback-round-1" and request.job_name == "refresh_job"
     assert request.tags[ROUND_TAG] == "1"
     focus = request.tags[FOCUS_TAG].split(",")
-    assert focus and set(focus) == {
-        f"{d}/{t}" for d, t in lake.read("feedback/weaknesses").filter(pl.col("status") == "weak")
-        .select("domain", "task_type").unique().iter_rows()
-    }
+    targeted = lake.read("feedback/weaknesses").filter(pl.col("targeted"))
+    assert targeted.height and (targeted["status"] == "weak").all()
+    assert focus and set(focus) == {f"{d}/{t}" for d, t in targeted.select("domain", "task_type").unique().iter_rows()}
+    assert len(focus) <= 2  # max_focus_cells: the weakest cells, not every weak one
     ops = request.run_config["ops"]
     assert ops["distill__completions"]["config"] == {"per_cell": 2, "round": 1}  # the user's settings carry on
     assert ops["feedback_loop"]["config"]["min_improvement"] == 10.0
@@ -279,9 +283,7 @@ def test_daemon_launches_a_refresh_run_for_a_planted_weakness_within_60s(loop, t
                 assert run.job_name == "refresh_job"
                 assert run.tags[ROUND_TAG] == str(judged + 1)
                 assert run.tags["dagster/run_key"] == f"feedback-round-{judged + 1}"
-                weak = lake.read("feedback/weaknesses").filter(
-                    (pl.col("round") == judged) & (pl.col("status") == "weak")
-                )
+                weak = lake.read("feedback/weaknesses").filter((pl.col("round") == judged) & pl.col("targeted"))
                 assert set(run.tags[FOCUS_TAG].split(",")) == {
                     f"{d}/{t}" for d, t in weak.select("domain", "task_type").unique().iter_rows()
                 }
