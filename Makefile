@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_UPDATE_CHECK := 1
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: setup demo test bench clean-lake up down
+.PHONY: setup demo test bench bench-efficacy clean-lake up down
 
 setup: $(STAMP) $(SKY_STAMP)
 
@@ -51,6 +51,10 @@ down:
 
 bench: setup
 	$(PY) bench/lake.py; $(PY) bench/teacher.py; $(PY) bench/train.py; $(PY) bench/loop.py
+
+# Round 0 and one feedback round on the embedded defaults (about 30 minutes on 2 cores).
+bench-efficacy: setup
+	$(PY) bench/efficacy.py
 
 clean-lake:
 	rm -rf data_lake/*/

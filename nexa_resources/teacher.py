@@ -27,6 +27,9 @@ REMOTE_MAX_TOKENS, REMOTE_CONCURRENCY = 384, 16
 # Best of 4 samples with a worked example lifted the local model's mean judge score from 2.99 (plain, greedy)
 # and 3.45 (example, greedy) to 4.11 on 24 seed prompts (README, "What makes the loop learn").
 LOCAL_BEST_OF = 4
+# A local request waits for the batches ahead of it (64 answers of 256 tokens: ~5 minutes on 2 cores); a
+# client that gave up earlier would retry and have the same answer computed again.
+LOCAL_TIMEOUT_S, REMOTE_TIMEOUT_S = 3600.0, 180.0
 # USD per 1M (input, output) tokens for well-known hosted models; extend with the `prices` field.
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o-mini": (0.15, 0.60),
@@ -56,7 +59,12 @@ class Endpoint(dg.ConfigurableResource):
     )
     requests_per_minute: float = Field(default=0, ge=0, description="0 = unlimited")
     tokens_per_minute: float = Field(default=0, ge=0, description="0 = unlimited")
-    timeout_s: float = Field(default=180.0, gt=0)
+    timeout_s: float = Field(
+        default=0,
+        ge=0,
+        description=f"Seconds a request may take; 0 = {LOCAL_TIMEOUT_S:.0f} for the local model (a request waits for "
+        f"its batch: minutes on a CPU), {REMOTE_TIMEOUT_S:.0f} otherwise.",
+    )
     max_retries: int = Field(default=5, ge=0)
     backoff_base_s: float = Field(default=0.5, ge=0)
     prices: dict[str, list[float]] = Field(
@@ -124,7 +132,7 @@ class Endpoint(dg.ConfigurableResource):
             base_url=base_url,
             model=request_model,
             api_key=api_key,
-            timeout_s=self.timeout_s,
+            timeout_s=self.timeout_s or (LOCAL_TIMEOUT_S if self.is_local else REMOTE_TIMEOUT_S),
             max_concurrency=self.concurrency,
             requests_per_minute=self.requests_per_minute,
             tokens_per_minute=self.tokens_per_minute,

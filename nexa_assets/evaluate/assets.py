@@ -25,7 +25,7 @@ from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import ChatClient, SamplingParams, run_sync
 from nexa_resources.local_model import LocalModelServer
 from nexa_resources.serving import serve_checkpoint
-from nexa_resources.teacher import TeacherResource
+from nexa_resources.teacher import LOCAL_TIMEOUT_S, TeacherResource
 
 RAW_PROMPTS = dg.AssetKey(["raw", "prompts"])
 CHECKPOINTS = dg.AssetKey(["train", "checkpoints"])
@@ -269,7 +269,7 @@ def eval_predictions(
             model=server.model_name,
             api_key="local",
             max_concurrency=config.max_concurrency,
-            timeout_s=600,
+            timeout_s=LOCAL_TIMEOUT_S,  # a request waits for the batches ahead of it
         )
 
     stats: dict[str, dict[str, Any]] = {}
