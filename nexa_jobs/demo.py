@@ -16,16 +16,16 @@ from nexa_resources.lake import LakeResource
 DEMO_RUN_CONFIG = {
     "ops": {
         "distill__completions": {"config": {"per_cell": 2}},
-        "eval__prompts": {"config": {"per_cell": 6}},
+        "eval__prompts": {"config": {"per_cell": 4}},
         "eval__predictions": {"config": {"include_teacher": False}},
-        "feedback_loop": {"config": {"prompts_per_round": 16, "max_rounds": 1}},
+        "feedback_loop": {"config": {"prompts_per_round": 8, "max_rounds": 1}},
     }
 }
 DEMO_RELAXED = [
     "teacher answers 2 seed prompts per cell in round 0 (default 4), each best of 4",
-    "6 held-out eval prompts per cell (default 12): intervals are about 1.5x wider than the bench's",
+    "4 held-out eval prompts per cell (default 12): intervals are about 1.7x wider than the bench's",
     "the teacher's reference row on the eval prompts is skipped (bench/efficacy.py --teacher-row adds it)",
-    "16 prompts bought for the focus cells (default 24); one feedback round (default cap 3)",
+    "8 prompts bought for the focus cells (default 24); one feedback round (default cap 3)",
 ]
 DRIVER_TAG = "nexa/driver"
 

@@ -2,8 +2,8 @@
 
 `transformers serve` answers the local model one token step per request on a CPU (25–31 tokens/s on
 2 cores, measured); one `generate` call over many requests shares each step's fixed cost, so the same
-CPU writes 2–3× more tokens per second. Requests that arrive within `gather_ms` of each other and share
-their sampling settings (temperature, top_p, max_tokens) form one batch, up to `max_batch`.
+CPU writes 2–3× more tokens per second. Requests that arrive within `gather_ms` of each other (for at most
+2 s) and share their sampling settings form one batch, up to `max_batch`.
 
 Weights run in float32 on a CPU: bfloat16 matrix products without AVX512-BF16 are ~100× slower
 (0.3 vs 46 GFLOPS measured on this project's 2-core machine). A request's `seed` seeds the batch it
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MAX_BATCH = 64
-DEFAULT_GATHER_MS = 100
+DEFAULT_GATHER_MS = 100  # a batch closes once no request arrived for this long ...
+MAX_GATHER_S = 2.0  # ... or this long after it started gathering
 # Prompts that start with this many identical tokens share one computed prefix (system prompt + examples).
 MIN_SHARED_PREFIX = 64
 
@@ -254,9 +255,11 @@ class BatchApp:
         while True:
             if not waiting:
                 waiting.append(await self.queue.get())
-            deadline = time.monotonic() + self.gather_s
+            # Gather while requests keep coming (a client opening 64 connections sends them over ~1 s; a batch
+            # of the first one alone would make the other 63 wait a whole decode), at most MAX_GATHER_S.
+            cap = time.monotonic() + MAX_GATHER_S
             while len(waiting) < self.max_batch * 4:
-                timeout = deadline - time.monotonic()
+                timeout = min(self.gather_s, cap - time.monotonic())
                 if timeout <= 0:
                     break
                 try:
