@@ -117,26 +117,26 @@ class BatchGenerator:
         groups = _prefix_groups(ids, MIN_SHARED_PREFIX)
         width = max(len(prefix) for prefix, _ in groups)
         by_row = {i: (g, len(prefix)) for g, (prefix, members) in enumerate(groups) for i in members}
-        layers = self.model.config.num_hidden_layers
-        keys: list[list[Any]] = [[] for _ in range(layers)]
-        values: list[list[Any]] = [[] for _ in range(layers)]
-        shared: dict[int, Any] = {}
-        for g, (prefix, _) in enumerate(groups):
+        heads, dim = self._kv_shape()
+        empty = torch.zeros((1, heads, 0, dim), dtype=self.model.dtype, device=self.device)
+        per_group = []  # per group: its prefix's cache, or None
+        for prefix, _ in groups:
+            kv = None
             if prefix:
                 kv = DynamicCache()
                 self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True, **{self.cache_arg: kv})
-                shared[g] = kv
-        heads, dim = self._kv_shape()
-        for i in range(len(ids)):
-            g, length = by_row[i]
-            for layer in range(layers):
-                k_pad = torch.zeros((1, heads, width - length, dim), dtype=self.model.dtype, device=self.device)
-                k, v = (shared[g].layers[layer].keys, shared[g].layers[layer].values) if length else (k_pad[:, :, :0],) * 2
-                keys[layer].append(torch.cat([k_pad, k], dim=2))
-                values[layer].append(torch.cat([k_pad, v], dim=2))
+            per_group.append(kv)
+        row_group = torch.tensor([by_row[i][0] for i in range(len(ids))], device=self.device)
         cache = DynamicCache()
-        for layer in range(layers):
-            cache.update(torch.cat(keys[layer]), torch.cat(values[layer]), layer)
+        for layer in range(self.model.config.num_hidden_layers):
+            padded = []
+            for kv in per_group:
+                k, v = (kv.layers[layer].keys, kv.layers[layer].values) if kv is not None else (empty, empty)
+                fill = torch.zeros((1, heads, width - k.shape[2], dim), dtype=k.dtype, device=self.device)
+                padded.append((torch.cat([fill, k], dim=2), torch.cat([fill, v], dim=2)))
+            keys = torch.cat([k for k, _ in padded]).index_select(0, row_group)
+            values = torch.cat([v for _, v in padded]).index_select(0, row_group)
+            cache.update(keys, values, layer)
         suffixes = [row[by_row[i][1]:] for i, row in enumerate(ids)]
         longest = max(len(x) for x in suffixes)
         suffix = torch.tensor([[pad] * (longest - len(x)) + x for x in suffixes], device=self.device)
