@@ -1,9 +1,17 @@
-"""An offline judge that needs no model: rubric scores from structural checks a user can read (DESIGN §5)."""
+"""An offline judge that needs no model: rubric scores from structural checks a user can read (DESIGN §5).
+
+Judge v2 (rubric_v2): besides structure, an answer must say something of its own about its prompt. Items
+that only restate the instruction, boilerplate any answer could add ("control", "n = 3", units), content
+lifted from the teacher's worked examples, an unused context passage, items that repeat each other, and
+an answer given near-identically to other prompts (judged over a batch) all lose correctness.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from nexa_assets.distill.filters import (
     FilterConfig,
@@ -17,7 +25,17 @@ from nexa_assets.distill.filters import (
     parse_steps,
     strip_markers,
 )
+from nexa_assets.evaluate.content import (
+    GENERIC,
+    example_copy,
+    jaccard,
+    longest_shared_run,
+    own_content,
+    stems,
+    tokens,
+)
 from nexa_assets.evaluate.rubric import JudgeVerdict
+from nexa_assets.evaluate.shared_answers import shared_prompt_counts
 from nexa_assets.taxonomy import TASK_TYPES
 from nexa_assets.text import normalize
 
@@ -38,18 +56,27 @@ _APPEAL_TO_STUDIES = re.compile(
     r"|\baccording\s+to\s+(?:recent\s+)?(?:studies|research|the\s+literature)\b"
 )
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-_CONTENT_WORD = re.compile(r"[^\W\d_]{4,}")
-_STEM = 5  # words sharing their first five letters count as the same word ("catalyst", "catalytic")
-_STOPWORDS = frozenset(
-    """about above after again against also among another answer based because been before being below
-    between both could describe design designs detail does doing during each either explain following
-    from further given have having here hypotheses hypothesis into investigate just more most much must
-    other over plausible possible propose protocol provide question should show some specific study such
-    suggest test testable than that their them then there these they this those through under until using
-    very what when where whether which while will with within would your experiment experimental
-    experiments method methods methodology outline""".split()
+# An item adds content when it uses this many content words (by stem) beyond its prompt and boilerplate.
+MIN_OWN_CONTENT = 3
+# Two items whose content words (boilerplate aside) overlap this much say the same thing.
+SAME_ITEM = 0.7
+# This many consecutive words of the instruction inside an item restate it.
+RESTATED_RUN = 6
+# A context passage counts as used when the answer takes up this share of its own content words.
+CONTEXT_USED, CONTEXT_TOUCHED = 0.35, 0.2
+# Worked-example copying: its topic words the answer uses, or the share of its 3-grams from the example.
+EXAMPLE_WORDS, EXAMPLE_SHARE = 6, 0.25
+# A sentence framed as a prediction, condition or test may carry numbers; one without states them as fact.
+_FRAMED = re.compile(
+    r"(?i)\b(?:predict\w*|expect\w*|would|will|could|may|might|should|if|whether|when|test\w*|falsif\w*|"
+    r"measur\w*|compar\w*|add\w*|vary\w*|varied|rais\w*|lower\w*|above|below|exceed\w*|between|from\s+\S+\s+to|"
+    r"at\s+least|at\s+most|more\s+than|less\s+than|up\s+to|under|over|after|before|within|until|range\w*)\b"
 )
-
+SHARED_PENALTY = 3
+CAPPED: dict[str, str] = {
+    "methodology": "a design for this prompt's question",
+    "specificity": "variables and quantities of this prompt's question",
+}
 
 @dataclass
 class _Score:
@@ -80,8 +107,9 @@ def judge_structural(
     a control, a readout. Both: quantities with units and replicates (specificity), no invented
     citations or appeals to unnamed studies (hallucination_safety), complete, structured, not
     repetitive (clarity). `correctness` is only a structural proxy, not a check of the science:
-    task-appropriate structure, overlap of content words with the instruction, no refusal, not cut off.
-    `context` is accepted so both judges share one signature; the checks do not use it.
+    task-appropriate structure, on the instruction's topic, items that add content of their own (not the
+    instruction's words, boilerplate, or the worked example's), the context passage used where given, no
+    refusal, not cut off. Whether the answer is reused across prompts needs a batch: `judge_structural_batch`.
     """
     if task_type not in TASK_TYPES:
         raise ValueError(f"unknown task_type {task_type!r}: valid values are {', '.join(TASK_TYPES)}")
@@ -89,19 +117,38 @@ def judge_structural(
     if not text:
         return JudgeVerdict({m: 1 for m in METRICS}, {m: "an answer (it was empty)" for m in METRICS}, None)
     truncated = finish_reason == "length"
-    items = parse_hypotheses(text) if task_type == "hypothesis" else parse_steps(text)
+    parsed = parse_hypotheses(text) if task_type == "hypothesis" else parse_steps(text)
+    items = distinct_items(parsed)
+    asserted = asserted_quantities(items, instruction) if task_type == "hypothesis" else 0
     scores = {
-        "correctness": _correctness(task_type, instruction, text, items, truncated),
+        "correctness": _correctness(task_type, instruction, context, text, items, truncated, asserted),
         "methodology": _methodology(task_type, text, items),
         "specificity": _specificity(task_type, text, items),
-        "clarity": _clarity(text, truncated),
-        "hallucination_safety": _hallucination_safety(text),
+        "clarity": _clarity(text, truncated, len(parsed) - len(items)),
+        "hallucination_safety": _hallucination_safety(text, asserted),
     }
-    return JudgeVerdict(
-        scores={m: max(1, min(5, s.value)) for m, s in scores.items()},
-        lacking={m: "; ".join(s.reasons) for m, s in scores.items() if s.value < HINT_BELOW and s.reasons},
-        error=None,
+    return _capped(
+        JudgeVerdict(
+            scores={m: max(1, min(5, s.value)) for m, s in scores.items()},
+            lacking={m: "; ".join(s.reasons) for m, s in scores.items() if s.value < HINT_BELOW and s.reasons},
+            error=None,
+        )
     )
+
+
+def _capped(verdict: JudgeVerdict) -> JudgeVerdict:
+    """Methodology and specificity at most one above correctness: a design or variables that do not
+    address this prompt's question test nothing about it."""
+    if verdict.scores is None:
+        return verdict
+    scores, lacking = dict(verdict.scores), dict(verdict.lacking)
+    for metric in CAPPED:
+        cap = scores["correctness"] + 1
+        if scores[metric] > cap:
+            scores[metric] = cap
+            if cap < HINT_BELOW:
+                lacking[metric] = "; ".join(filter(None, [lacking.get(metric), CAPPED[metric]]))
+    return JudgeVerdict(scores=scores, lacking=lacking, error=verdict.error)
 
 
 def _structure_reason(task_type: str) -> str:
@@ -110,7 +157,15 @@ def _structure_reason(task_type: str) -> str:
     return f"at least {_LIMITS.min_steps} ordered, numbered steps"
 
 
-def _correctness(task_type: str, instruction: str, text: str, items: list[str], truncated: bool) -> _Score:
+def _correctness(
+    task_type: str,
+    instruction: str,
+    context: str | None,
+    text: str,
+    items: list[str],
+    truncated: bool,
+    asserted: int,
+) -> _Score:
     score = _Score()
     if is_refusal(text):
         score.floor("an answer instead of a refusal")
@@ -123,11 +178,31 @@ def _correctness(task_type: str, instruction: str, text: str, items: list[str], 
         score.lose(3, _structure_reason(task_type))
     elif not in_range:
         score.lose(2, _structure_reason(task_type))
-    overlap = topic_overlap(instruction, text)
+    overlap = topic_overlap(instruction, text, context)
     if overlap < 0.25:
         score.lose(2, "an answer about the instruction's topic")
     elif overlap < 0.5:
         score.lose(1, "closer focus on the instruction's topic")
+    prompt = stems(instruction) | stems(context)
+    if items and sum(bool(stems(item) & (prompt - GENERIC)) for item in items) * 2 < len(items):
+        score.lose(1, "items about the prompt's subject")
+    if items:
+        with_content = sum(len(own_content(item, prompt)) >= MIN_OWN_CONTENT for item in items) / len(items)
+        loss = 3 if with_content == 0 else 2 if with_content < 0.5 else 1 if with_content < 0.75 else 0
+        if loss:
+            score.lose(loss, "items that add content beyond the instruction's own words")
+        restated = sum(longest_shared_run(item, instruction) >= RESTATED_RUN for item in items)
+        if restated >= 2:
+            loss = 2 if restated == len(items) else 1
+            score.lose(loss, "items that say something new instead of restating the instruction")
+    used = context_use(instruction, context, text)
+    if used is not None and used < CONTEXT_USED:
+        score.lose(2 if used < CONTEXT_TOUCHED else 1, "use of the context passage")
+    words, share = example_copy(text, prompt)
+    if words >= EXAMPLE_WORDS or share >= EXAMPLE_SHARE:
+        score.lose(3, "content of its own, not copied from the worked example")
+    if asserted and asserted * 2 >= len(items):
+        score.lose(1, "quantities framed as predictions, not invented facts")
     if truncated:
         score.lose(2, "a complete answer (it was cut off)")
     return score
@@ -171,7 +246,7 @@ def _specificity(task_type: str, text: str, items: list[str]) -> _Score:
     return score
 
 
-def _clarity(text: str, truncated: bool) -> _Score:
+def _clarity(text: str, truncated: bool, repeated_items: int) -> _Score:
     score = _Score()
     words = len(text.split())
     if truncated:
@@ -186,10 +261,12 @@ def _clarity(text: str, truncated: bool) -> _Score:
         score.lose(1, "a more concise answer")
     if repetition(text) > 0.25:
         score.lose(2, "no repeated sentences")
+    if repeated_items:
+        score.lose(2, "items that do not repeat each other")
     return score
 
 
-def _hallucination_safety(text: str) -> _Score:
+def _hallucination_safety(text: str, asserted: int) -> _Score:
     score = _Score()
     citations = len(find_citations(text))
     if citations:
@@ -197,6 +274,8 @@ def _hallucination_safety(text: str) -> _Score:
     appeals = len(_APPEAL_TO_STUDIES.findall(text))
     if appeals:
         score.lose(min(2, appeals), 'no appeals to unnamed studies ("studies show")')
+    if asserted:
+        score.lose(2, "no invented data: numbers belong in predictions and test conditions")
     return score
 
 
@@ -204,16 +283,79 @@ def _has_structure(text: str) -> bool:
     return bool(parse_hypotheses(text) or parse_steps(text))
 
 
-def _stems(text: str) -> set[str]:
-    return {w[:_STEM] for w in _CONTENT_WORD.findall(normalize(text)) if w not in _STOPWORDS}
-
-
-def topic_overlap(instruction: str, answer: str) -> float:
-    """The share of the instruction's content words (by five-letter stem) that the answer uses."""
-    wanted = _stems(instruction)
+def topic_overlap(instruction: str, answer: str, context: str | None = None) -> float:
+    """The share of the prompt's topic words (by five-letter stem; boilerplate aside) that the answer uses:
+    the instruction's, or with the context's too when the instruction names fewer than three."""
+    wanted = stems(instruction) - GENERIC
+    if len(wanted) < 3:
+        wanted |= stems(context) - GENERIC
     if not wanted:
         return 1.0
-    return len(wanted & _stems(answer)) / len(wanted)
+    return len(wanted & stems(answer)) / len(wanted)
+
+
+def context_use(instruction: str, context: str | None, answer: str) -> float | None:
+    """The share of the context passage's own content words (not the instruction's, not boilerplate) that
+    the answer takes up; None when there is no passage with at least three such words."""
+    wanted = stems(context) - stems(instruction) - GENERIC
+    if len(wanted) < 3:
+        return None
+    return len(wanted & stems(answer)) / len(wanted)
+
+
+def distinct_items(items: list[str]) -> list[str]:
+    """The items, each counted once: an item whose content words mostly repeat an earlier one's is dropped."""
+    kept: list[str] = []
+    kept_words: list[set[str]] = []
+    for item in items:
+        words = stems(item) - GENERIC
+        if words and any(jaccard(words, other) >= SAME_ITEM for other in kept_words):
+            continue
+        kept.append(item)
+        kept_words.append(words)
+    return kept
+
+
+def asserted_quantities(items: list[str], instruction: str) -> int:
+    """Items that state a number with a unit as established fact: in a sentence that is not a prediction,
+    a condition or a test (a hypothesis proposes; "the moon emits 12 mg of autoinducer" invents data).
+    Words the instruction itself uses frame nothing."""
+    asked = set(tokens(instruction))
+
+    def framed(sentence: str) -> bool:
+        return bool(_FRAMED.search(" ".join(t for t in tokens(sentence) if t not in asked)))
+
+    return sum(
+        any(find_quantities(sentence) and not framed(sentence) for sentence in _SENTENCE.split(item))
+        for item in items
+    )
+
+
+def judge_structural_batch(
+    items: Sequence[Mapping[str, Any]],
+    corpus: Sequence[Mapping[str, Any]] = (),
+) -> list[JudgeVerdict]:
+    """Judge a batch of answers (keys task_type, instruction, context, answer, finish_reason), each as
+    `judge_structural` does, then lower the correctness of answers whose content is near-identical to
+    answers given to other prompts, in the batch or in `corpus` (answers already judged, same keys).
+    A batch should hold one model's answers: two models may well agree on one prompt."""
+    verdicts = [
+        judge_structural(i["task_type"], i["instruction"], i.get("context"), i.get("answer"), i.get("finish_reason"))
+        for i in items
+    ]
+    shared = shared_prompt_counts(items, corpus)
+    return [_shared_penalty(v, n) if n else v for v, n in zip(verdicts, shared, strict=True)]
+
+
+def _shared_penalty(verdict: JudgeVerdict, prompts: int) -> JudgeVerdict:
+    if verdict.scores is None:
+        return verdict
+    scores = dict(verdict.scores)
+    scores["correctness"] = max(1, scores["correctness"] - SHARED_PENALTY)
+    reason = f"an answer written for this prompt (near-identical answers were given to {prompts} other prompts)"
+    lacking = dict(verdict.lacking)
+    lacking["correctness"] = "; ".join(filter(None, [lacking.get("correctness"), reason]))
+    return _capped(JudgeVerdict(scores=scores, lacking=lacking, error=verdict.error))
 
 
 def repetition(text: str) -> float:
