@@ -27,6 +27,10 @@ REMOTE_MAX_TOKENS, REMOTE_CONCURRENCY = 384, 16
 # Best of 4 samples with a worked example lifted the local model's mean judge score from 2.99 (plain, greedy)
 # and 3.45 (example, greedy) to 4.11 on 24 seed prompts (README, "What makes the loop learn").
 LOCAL_BEST_OF = 4
+# vLLM's repetition penalty at 1.1 cut the local teacher's loops: on 32 seed prompts × 4 samples (worked example,
+# T 0.7) truncated answers fell from 63 to 37 of 128, gate-passing samples rose from 17 to 47 and prompts with a
+# passing sample from 11 to 26 (README, "What makes the loop learn"). At 1.3 it breaks list numbering.
+LOCAL_REPETITION_PENALTY = 1.1
 # A local request waits for the batches ahead of it (64 answers of 256 tokens: ~5 minutes on 2 cores); a
 # client that gave up earlier would retry and have the same answer computed again.
 LOCAL_TIMEOUT_S, REMOTE_TIMEOUT_S = 3600.0, 180.0
@@ -52,7 +56,8 @@ class Endpoint(dg.ConfigurableResource):
     )
     seed: int | None = None
     repetition_penalty: float | None = Field(
-        default=None, gt=0, description="> 1 discourages repeating tokens (vLLM and the local server; OpenAI rejects it)."
+        default=None, gt=0, description="> 1 discourages repeating tokens (vLLM and the local server; OpenAI rejects it); unset: "
+        f"{LOCAL_REPETITION_PENALTY} for the local teacher, none otherwise."
     )
     max_concurrency: int = Field(
         default=0, ge=0, description=f"Requests in flight; 0 = {LOCAL_CONCURRENCY} for the local model, {REMOTE_CONCURRENCY} otherwise."
@@ -170,6 +175,12 @@ class TeacherResource(Endpoint):
     @property
     def samples(self) -> int:
         return self.best_of or (LOCAL_BEST_OF if self.is_local else 1)
+
+    def sampling(self) -> SamplingParams:
+        penalty = self.repetition_penalty
+        if penalty is None and self.is_local:
+            penalty = LOCAL_REPETITION_PENALTY
+        return SamplingParams(self.temperature, self.top_p, self.answer_tokens, self.seed, penalty)
 
     def label(self, decoding: str) -> str:
         """A readable name for tables: the model and how it was asked."""

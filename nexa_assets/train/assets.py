@@ -25,7 +25,7 @@ class CheckpointConfig(dg.Config):
     max_steps: int = Field(default=-1, description="Optimizer steps; > 0 overrides epochs.")
     epochs: float = Field(default=3.0, gt=0, description="Passes over the train split (when max_steps <= 0).")
     learning_rate: float | None = Field(default=None, gt=0, description="Peak learning rate (preset default).")
-    batch_size: int = Field(default=8, gt=0)
+    batch_size: int = Field(default=4, gt=0, description="Rows per optimizer step (4 suits SFT sets of 10–50 rows).")
     grad_accum: int = Field(default=1, gt=0, description="Gradient accumulation steps.")
     max_seq_len: int = Field(default=512, gt=0, description="Longer rows are cut from the end.")
     lora: bool | None = Field(default=None, description="LoRA instead of a full fine-tune (preset default).")

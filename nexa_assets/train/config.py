@@ -38,7 +38,8 @@ class TrainConfig:
     learning_rate: float | None = None
     epochs: float = 3.0
     max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 8
+    # 4, not 8: SFT sets of 10–50 rows get 3× more optimizer steps per epoch at the same cost.
+    batch_size: int = 4
     grad_accum: int = 1
     max_seq_len: int = 512
     warmup_ratio: float = 0.05
