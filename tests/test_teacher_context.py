@@ -8,7 +8,7 @@ from nexa_assets.distill.assets import _regeneration_parents, teacher_requests
 from nexa_assets.distill.pairs import PAIR_SCHEMA, mark_chosen
 from nexa_assets.distill.task import format_messages, messages, templates, worked_example
 from nexa_assets.evaluate.structural_judge import judge_structural
-from nexa_resources.teacher import LOCAL_BEST_OF, TeacherResource
+from nexa_resources.teacher import LOCAL_BEST_OF, LOCAL_REPETITION_PENALTY, TeacherResource
 
 ROW = {
     "prompt_id": "p1",
@@ -80,3 +80,12 @@ def test_the_best_passing_sample_is_chosen_and_only_failed_prompts_are_regenerat
     regenerated = pl.concat([pairs, pl.DataFrame([_pair("b9", "B", 0, True, 4.2, parent="b1")], schema=pairs.schema)])
     assert _regeneration_parents(regenerated, depth=1).is_empty()
     assert mark_chosen(regenerated).filter(pl.col("chosen"))["request_id"].sort().to_list() == ["a1", "b9"]
+
+
+def test_the_local_teacher_samples_with_a_repetition_penalty_and_a_paid_endpoint_does_not():
+    local = TeacherResource()
+    remote = TeacherResource(base_url="http://127.0.0.1:9/v1", model="gpt-4o-mini")
+    assert local.sampling().as_request()["repetition_penalty"] == LOCAL_REPETITION_PENALTY > 1
+    assert "repetition_penalty" not in remote.sampling().as_request()  # OpenAI rejects the field
+    assert TeacherResource(repetition_penalty=1.0).sampling().repetition_penalty == 1.0  # an explicit value wins
+    assert local.sampling().fingerprint() != TeacherResource(repetition_penalty=1.0).sampling().fingerprint()
