@@ -9,20 +9,26 @@ from typing import Any
 
 from pydantic import Field
 
-from nexa_assets.evaluate.rubric import JudgeVerdict, format_judge_messages, load_rubric, parse_judge_answer
-from nexa_assets.evaluate.structural_judge import judge_structural
+from nexa_assets.evaluate.rubric import (
+    DEFAULT_RUBRIC,
+    JudgeVerdict,
+    format_judge_messages,
+    load_rubric,
+    parse_judge_answer,
+)
+from nexa_assets.evaluate.structural_judge import judge_structural_batch
 from nexa_resources.llm_client import run_sync
 from nexa_resources.teacher import Endpoint, _endpoint_env
 
 JUDGE_KINDS: tuple[str, ...] = ("structural", "llm")
-STRUCTURAL_JUDGE_ID = "structural-v1"
+STRUCTURAL_JUDGE_ID = "structural-v2"
 
 
 class JudgeResource(Endpoint):
     """Scores answers on the rubric: `structural` (no model, default) or `llm` (OpenAI-compatible)."""
 
     kind: str = Field(default="structural", description=f"One of {', '.join(JUDGE_KINDS)}.")
-    rubric: str = Field(default="rubric_v1", description="Rubric file in nexa_assets/evaluate/data.")
+    rubric: str = Field(default=DEFAULT_RUBRIC, description="Rubric file in nexa_assets/evaluate/data.")
     temperature: float = 0.0
     max_tokens: int = Field(default=256, gt=0)
 
@@ -44,14 +50,21 @@ class JudgeResource(Endpoint):
     def rubric_version(self) -> str:
         return load_rubric(self.rubric).version
 
-    def judge_many(self, items: Sequence[Mapping[str, Any]], log: Any = None) -> list[JudgeVerdict]:
-        """One verdict per item (keys task_type, instruction, context, answer, finish_reason)."""
+    def judge_many(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        log: Any = None,
+        corpus: Sequence[Mapping[str, Any]] = (),
+    ) -> list[JudgeVerdict]:
+        """One verdict per item (keys task_type, instruction, context, answer, finish_reason).
+
+        `items` should be one model's answers: the structural judge lowers the correctness of an answer
+        near-identical to answers of other prompts, in `items` or in `corpus` (that model's answers judged
+        before, same keys; only compared against, never judged). The LLM judge scores each answer alone.
+        """
         self._check_kind()
         if self.kind == "structural":
-            return [
-                judge_structural(i["task_type"], i["instruction"], i.get("context"), i["answer"], i.get("finish_reason"))
-                for i in items
-            ]
+            return judge_structural_batch(items, corpus)
         return run_sync(lambda: self._judge_llm(items, log))
 
     async def _judge_llm(self, items: Sequence[Mapping[str, Any]], log: Any) -> list[JudgeVerdict]:

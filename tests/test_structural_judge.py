@@ -60,13 +60,15 @@ def test_rubric_loads_with_the_design_metrics_and_scale():
 
 
 def test_rubric_version_is_the_file_version_plus_a_stable_content_hash():
-    assert re.fullmatch(r"v1-[0-9a-f]{12}", RUBRIC.version)
+    assert re.fullmatch(r"v2-[0-9a-f]{12}", RUBRIC.version)
     load_rubric.cache_clear()
-    assert load_rubric("rubric_v1").version == RUBRIC.version
+    assert load_rubric("rubric_v2").version == RUBRIC.version
+    # judge v1's rubric stays loadable, with its own version, so old scores never pass for new ones
+    assert re.fullmatch(r"v1-[0-9a-f]{12}", load_rubric("rubric_v1").version)
 
 
 def test_unknown_rubric_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="rubric_v1"):
+    with pytest.raises(ValueError, match="rubric_v1, rubric_v2"):
         load_rubric("rubric_v9")
 
 

@@ -258,7 +258,7 @@ def distill_pairs(
             rows.to_dicts(),
             filters=filters,
             gate=gate,
-            judge=lambda items: judge.judge_many(items, context.log),
+            judge=lambda items, corpus: judge.judge_many(items, context.log, corpus),
             judge_model=judge.judge_model,
             rubric_version=judge.rubric_version,
             anchors=anchors,

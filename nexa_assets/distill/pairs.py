@@ -46,7 +46,7 @@ def evaluate_pairs(
     *,
     filters: FilterConfig,
     gate: GateConfig,
-    judge: Callable[[list[dict[str, Any]]], list[JudgeVerdict]],
+    judge: Callable[[list[dict[str, Any]], list[dict[str, Any]]], list[JudgeVerdict]],
     judge_model: str,
     rubric_version: str,
     anchors: Sequence[Mapping[str, Any]] = (),
@@ -55,22 +55,12 @@ def evaluate_pairs(
 
     `anchors` are completions that already passed: a new row copying one of them is a near duplicate.
     Only rows that pass every filter are judged (an LLM judge costs money); a judge answer that
-    cannot be parsed rejects the pair as `judge_unparsable` and records no score.
+    cannot be parsed rejects the pair as `judge_unparsable` and records no score. `judge(items, corpus)`
+    also gets the anchors as `corpus`, so an answer the teacher gives to many prompts is seen across runs.
     """
     all_reasons = apply_filters([*anchors, *rows], filters)[len(anchors):]
     to_judge = [i for i, reasons in enumerate(all_reasons) if not reasons]
-    verdicts = judge(
-        [
-            {
-                "task_type": rows[i]["task_type"],
-                "instruction": rows[i]["instruction"],
-                "context": rows[i].get("context"),
-                "answer": rows[i]["completion"],
-                "finish_reason": rows[i].get("finish_reason"),
-            }
-            for i in to_judge
-        ]
-    ) if to_judge else []
+    verdicts = judge([_judge_item(rows[i]) for i in to_judge], [_judge_item(a) for a in anchors]) if to_judge else []
     by_row: dict[int, JudgeVerdict] = dict(zip(to_judge, verdicts))
     out = []
     for i, row in enumerate(rows):
@@ -103,6 +93,16 @@ def evaluate_pairs(
             }
         )
     return pl.DataFrame(out, schema=PAIR_SCHEMA)
+
+
+def _judge_item(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "task_type": row["task_type"],
+        "instruction": row["instruction"],
+        "context": row.get("context"),
+        "answer": row["completion"],
+        "finish_reason": row.get("finish_reason"),
+    }
 
 
 def mark_chosen(pairs: pl.DataFrame) -> pl.DataFrame:

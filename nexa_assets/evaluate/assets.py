@@ -16,7 +16,7 @@ from nexa_assets.evaluate.report import cell_heatmap_markdown
 from nexa_assets.evaluate.rubric import load_rubric
 from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA
 from nexa_assets.evaluate.stats import mean_ci
-from nexa_assets.evaluate.scoring import cell_metrics, judge_items, score_rows
+from nexa_assets.evaluate.scoring import cell_metrics, judge_per_model, score_rows
 from nexa_assets.metadata import counts, markdown_table, preview
 from nexa_assets.rounds import resolve_round, round_field
 from nexa_assets.train.trainer import TrainError, resolve_source
@@ -378,6 +378,7 @@ def eval_scores(
     eval_set = prompts["eval_set"][0]
     predictions = lake.read("eval/predictions").filter(pl.col("eval_set") == eval_set)
     judge_model, rubric_version = judge.judge_model, judge.rubric_version
+    all_predictions = predictions
     existing = lake.read("eval/scores", missing_ok=True)
     if not existing.is_empty() and not config.rescore:
         done = (
@@ -393,7 +394,11 @@ def eval_scores(
     metrics = list(load_rubric(judge.rubric).metrics)
     context.log.info(f"judging {predictions.height} predictions with {judge_model} (rubric {rubric_version})")
     answered = predictions.filter(pl.col("error").is_null())
-    verdicts = judge.judge_many(judge_items(answered, prompts), context.log) if answered.height else []
+    verdicts = (
+        judge_per_model(lambda items, corpus: judge.judge_many(items, context.log, corpus), answered, prompts, all_predictions)
+        if answered.height
+        else []
+    )
     by_key = dict(zip(zip(answered["model_id"], answered["prompt_id"]), verdicts))
     ordered = [by_key.get((m, p)) for m, p in zip(predictions["model_id"], predictions["prompt_id"])]
     rows = score_rows(predictions, ordered, metrics=metrics, judge_model=judge_model, rubric_version=rubric_version)

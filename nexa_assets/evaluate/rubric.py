@@ -15,6 +15,7 @@ from nexa_assets.taxonomy import TASK_TYPES
 from nexa_assets.text import content_hash
 
 RUBRIC_PACKAGE = "nexa_assets.evaluate"
+DEFAULT_RUBRIC = "rubric_v2"  # the rubric the structural judge v2 implements
 USER_PLACEHOLDERS: tuple[str, ...] = ("task_type", "instruction", "context", "answer")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _ANCHOR_LEVELS = ("1", "3", "5")
@@ -48,7 +49,7 @@ def available_rubrics() -> tuple[str, ...]:
 
 
 @cache
-def load_rubric(name: str = "rubric_v1") -> Rubric:
+def load_rubric(name: str = DEFAULT_RUBRIC) -> Rubric:
     """The rubric shipped as package data `nexa_assets/evaluate/data/<name>.json`."""
     names = available_rubrics()
     if name not in names:

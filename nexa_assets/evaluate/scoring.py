@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import polars as pl
@@ -35,6 +35,25 @@ def judge_items(predictions: pl.DataFrame, prompts: pl.DataFrame) -> list[dict[s
         }
         for row in joined.iter_rows(named=True)
     ]
+
+
+def judge_per_model(
+    judge: Callable[[list[dict[str, Any]], list[dict[str, Any]]], list[JudgeVerdict]],
+    answered: pl.DataFrame,
+    prompts: pl.DataFrame,
+    judged_before: pl.DataFrame,
+) -> list[JudgeVerdict]:
+    """Verdicts for the answered predictions, in their order, judged one model at a time with
+    `judge(items, corpus)`: the corpus is that model's answers in `judged_before` (already scored), so an
+    answer a model gives to many prompts is seen even when only some were judged in this run."""
+    verdicts: dict[tuple[str, str], JudgeVerdict] = {}
+    for model_id in answered["model_id"].unique(maintain_order=True).to_list():
+        mine = answered.filter(pl.col("model_id") == model_id)
+        earlier = judged_before.filter((pl.col("model_id") == model_id) & pl.col("error").is_null())
+        earlier = earlier.join(mine.select("prompt_id"), on="prompt_id", how="anti")
+        judged = judge(judge_items(mine, prompts), judge_items(earlier, prompts) if earlier.height else [])
+        verdicts.update(zip(zip(mine["model_id"], mine["prompt_id"]), judged, strict=True))
+    return [verdicts[key] for key in zip(answered["model_id"], answered["prompt_id"])]
 
 
 def score_rows(

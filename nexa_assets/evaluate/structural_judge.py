@@ -59,7 +59,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 # An item adds content when it uses this many content words (by stem) beyond its prompt and boilerplate.
 MIN_OWN_CONTENT = 3
 # Two items whose content words (boilerplate aside) overlap this much say the same thing.
-SAME_ITEM = 0.7
+SAME_ITEM = 0.6
 # This many consecutive words of the instruction inside an item restate it.
 RESTATED_RUN = 6
 # A context passage counts as used when the answer takes up this share of its own content words.
@@ -121,7 +121,7 @@ def judge_structural(
     items = distinct_items(parsed)
     asserted = asserted_quantities(items, instruction) if task_type == "hypothesis" else 0
     scores = {
-        "correctness": _correctness(task_type, instruction, context, text, items, truncated, asserted),
+        "correctness": _correctness(task_type, instruction, context, text, items, len(parsed), truncated, asserted),
         "methodology": _methodology(task_type, text, items),
         "specificity": _specificity(task_type, text, items),
         "clarity": _clarity(text, truncated, len(parsed) - len(items)),
@@ -163,9 +163,11 @@ def _correctness(
     context: str | None,
     text: str,
     items: list[str],
+    parsed: int,
     truncated: bool,
     asserted: int,
 ) -> _Score:
+    """`items` are the distinct items of the `parsed` ones: a repeat adds no content."""
     score = _Score()
     if is_refusal(text):
         score.floor("an answer instead of a refusal")
@@ -187,7 +189,7 @@ def _correctness(
     if items and sum(bool(stems(item) & (prompt - GENERIC)) for item in items) * 2 < len(items):
         score.lose(1, "items about the prompt's subject")
     if items:
-        with_content = sum(len(own_content(item, prompt)) >= MIN_OWN_CONTENT for item in items) / len(items)
+        with_content = sum(len(own_content(item, prompt)) >= MIN_OWN_CONTENT for item in items) / parsed
         loss = 3 if with_content == 0 else 2 if with_content < 0.5 else 1 if with_content < 0.75 else 0
         if loss:
             score.lose(loss, "items that add content beyond the instruction's own words")
