@@ -200,13 +200,15 @@ class LakeResource(dg.ConfigurableResource):
         lineage: Lineage | None = None,
         keys: Sequence[str] | None = None,
         update_matched: bool = True,
+        update_if_changed: Sequence[str] = (),
         delete_unmatched: bool = False,
         partition_by: Sequence[str] | None = None,
     ) -> WriteResult:
         """Write rows: overwrite, append, or merge on the table's keys. Returns the new Delta version.
 
         A merge inserts rows whose keys are new and, with `update_matched`, replaces rows whose keys
-        exist; with `delete_unmatched` it also deletes rows absent from `data`, making the table equal to
+        exist (with `update_if_changed`, only those where one of these columns differs, so a row read
+        again keeps its lineage and an unchanged batch commits nothing); with `delete_unmatched` it also deletes rows absent from `data`, making the table equal to
         `data` while rows that did not change keep their lineage. Re-running a merge changes nothing. Concurrent writers are safe:
         a commit that loses the race is retried against the new table state.
         """
@@ -234,7 +236,8 @@ class LakeResource(dg.ConfigurableResource):
             creating = False
             try:
                 if mode is WriteMode.MERGE and self.exists(spec.path):
-                    return self._merge(spec, arrow, merge_keys, update_matched, delete_unmatched, commit)
+                    update = _changed_predicate(update_if_changed) if update_matched else False
+                    return self._merge(spec, arrow, merge_keys, update, delete_unmatched, commit)
                 # A merge into a missing table creates it, but only if it is still missing: appending
                 # would duplicate the keys of a writer that created it since exists() said no.
                 creating = mode is WriteMode.MERGE
@@ -266,7 +269,7 @@ class LakeResource(dg.ConfigurableResource):
         spec: TableSpec,
         arrow: pa.Table,
         keys: tuple[str, ...],
-        update_matched: bool,
+        update: str | bool,
         delete_unmatched: bool,
         commit: CommitProperties,
     ) -> WriteResult:
@@ -280,8 +283,8 @@ class LakeResource(dg.ConfigurableResource):
             merge_schema=True,
             commit_properties=commit,
         )
-        if update_matched:
-            merger = merger.when_matched_update_all()
+        if update:
+            merger = merger.when_matched_update_all(predicate=update if isinstance(update, str) else None)
         if delete_unmatched:
             merger = merger.when_not_matched_by_source_delete()
         metrics = merger.when_not_matched_insert_all().execute()
@@ -358,6 +361,13 @@ class LakeResource(dg.ConfigurableResource):
             ) from None
         finally:
             con.close()
+
+
+def _changed_predicate(columns: Sequence[str]) -> str | bool:
+    """The merge's update condition: rows where one of `columns` differs, or True (every matched row)."""
+    if not columns:
+        return True
+    return " OR ".join(f"(t.{_quote(c)} IS DISTINCT FROM s.{_quote(c)})" for c in columns)
 
 
 def _sql_str(text: str) -> str:

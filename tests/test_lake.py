@@ -224,6 +224,20 @@ def test_merge_with_update_replaces_changed_rows(lake):
     assert df["created_at"].to_list() == [T0, T1, T0, T1]
 
 
+def test_merge_updating_only_changed_rows_keeps_lineage_and_skips_empty_commits(lake):
+    lake.write("raw/prompts", prompts(range(4)), mode="merge", lineage=Lineage("run-a", 0, T0))
+    same = lake.write("raw/prompts", prompts(range(4)), mode="merge", lineage=Lineage("run-b", 1, T1),
+                      update_if_changed=["text"])
+    assert (same.version, same.inserted, same.updated) == (0, 0, 0)  # nothing differs: no commit
+    assert len(lake.history("raw/prompts")) == 1
+    rows = prompts(range(5)).with_columns(pl.when(pl.col("prompt_id") == "p1").then(pl.lit("NEW")).otherwise("text").alias("text"))
+    result = lake.write("raw/prompts", rows, mode="merge", lineage=Lineage("run-c", 2, T1), update_if_changed=["text"])
+    assert (result.version, result.inserted, result.updated) == (1, 1, 1)
+    df = by_key(lake.read("raw/prompts"))
+    assert df["run_id"].to_list() == ["run-a", "run-c", "run-a", "run-a", "run-c"]
+    assert df["created_at"].to_list() == [T0, T1, T0, T0, T1]
+
+
 def test_merge_with_new_columns_evolves_schema(lake):
     lake.write("raw/prompts", prompts(range(3)), mode="merge", lineage=Lineage("r"))
     extra = prompts(range(2, 4), "x").with_columns(pl.Series("difficulty", [0.5, 0.9]))

@@ -192,6 +192,42 @@ def test_symlink_out_of_the_input_folder_is_skipped(lake, inputs, tmp_path):
     assert lake.read("raw/prompts", missing_ok=True).height == 0
 
 
+def test_unclosed_csv_quote_is_a_reject_and_the_rows_after_it_are_prompts(lake, inputs):
+    # issue 13's reproduction: one accepted prompt holding both good rows, 0 rejects
+    (Path(inputs.uri) / "mid.csv").write_bytes(
+        b'domain,task_type,instruction,context\nphysics,hypothesis,"never closed quote,\n'
+        b"biology,hypothesis,Good row one about enzyme kinetics,\nchemistry,methodology,Good row two,\n"
+    )
+    assert materialize(lake, inputs, include_seed_pack=False, max_reject_rate=0.9).success
+    assert sorted(lake.read("raw/prompts")["instruction"]) == ["Good row one about enzyme kinetics", "Good row two"]
+    rejects = lake.read("raw/rejects")
+    assert rejects["locator"].to_list() == ["mid.csv:2"] and rejects["reason_code"].to_list() == ["invalid_csv"]
+
+
+def test_rematerializing_unchanged_inputs_leaves_rejects_alone(lake, inputs):
+    shutil.copy(FIXTURES / "bad_inputs" / "rows.jsonl", Path(inputs.uri) / "rows.jsonl")
+    (Path(inputs.uri) / "noise.jsonl").write_bytes(bytes(range(256)) * 64)
+    first = materialize(lake, inputs, include_seed_pack=False, max_reject_rate=0.9)
+    before = lake.read("raw/rejects").sort("reject_id")
+    version = lake.version("raw/rejects")
+    assert before.height == 11 and set(before["run_id"]) == {first.run_id}
+
+    again = materialize(lake, inputs, include_seed_pack=False, max_reject_rate=0.9)
+    assert metadata(again, "raw/rejects")["rejected_this_run"] == 11
+    assert lake.version("raw/rejects") == version  # issue 13: every run committed a MERGE rewriting all rejects
+    assert len(lake.history("raw/rejects")) == version + 1
+    assert lake.read("raw/rejects").sort("reject_id").equals(before)  # run_id and created_at untouched
+
+    # A row whose content changes at the same line is the only reject a later run rewrites.
+    edited = (FIXTURES / "bad_inputs" / "rows.jsonl").read_bytes().replace(b'"astrology"', b'"alchemy"')
+    (Path(inputs.uri) / "rows.jsonl").write_bytes(edited)
+    third = materialize(lake, inputs, include_seed_pack=False, max_reject_rate=0.9)
+    after = lake.read("raw/rejects").sort("reject_id")
+    assert after.filter(pl.col("run_id") == third.run_id)["locator"].to_list() == ["rows.jsonl:8"]
+    assert "'alchemy'" in after.filter(pl.col("locator") == "rows.jsonl:8")["reason"][0]
+    assert lake.version("raw/rejects") == version + 1
+
+
 def test_lake_and_inputs_on_s3(s3_env):
     bucket = s3_env
     s3 = boto3.client("s3")

@@ -168,3 +168,135 @@ def test_unknown_origin_is_refused_but_known_ones_work(origin):
     validate_records([], origin=origin, rules=ValidationRules())
     with pytest.raises(ValueError, match="valid values are seed, generated, feedback, file"):
         validate_records([], origin="web", rules=ValidationRules())
+
+
+# --------------------------------------------------------------------------- odd and hostile input files
+
+CSV_HEADER = b"domain,task_type,instruction,context\n"
+
+
+def ingest_one(name: str, data: bytes):
+    return ingest(rules=ValidationRules(), include_seed_pack=False, files=[(name, data)])
+
+
+def test_csv_unclosed_quote_rejects_its_line_and_keeps_the_rows_after_it():
+    # issue 13: this file used to become one prompt swallowing both good rows, with no reject
+    data = (
+        CSV_HEADER + b'physics,hypothesis,"never closed quote,\n'
+        b"biology,hypothesis,Good row one about enzyme kinetics,\nchemistry,methodology,Good row two,\n"
+    )
+    result = ingest_one("mid.csv", data)
+    assert result.prompts["instruction"].to_list() == ["Good row one about enzyme kinetics", "Good row two"]
+    [reject] = result.rejects.iter_rows(named=True)
+    assert reject["locator"] == "mid.csv:2" and reject["reason_code"] == "invalid_csv"
+    assert reject["reason"].startswith("mid.csv:2: field 'instruction' (column 3) opens a quote that is not closed")
+    assert "end of the file" in reject["reason"] and "resumes at line 3" in reject["reason"]
+    assert reject["raw"] == 'physics,hypothesis,"never closed quote,'
+
+
+def test_csv_unclosed_quote_closed_by_a_later_rows_quote_is_caught():
+    # the stray quote pairs with the closing quote of line 3: strict parsing alone would accept one long row
+    data = CSV_HEADER + b'physics,hypothesis,"open quote,\nbiology,hypothesis,Second row,ctx"\nchemistry,methodology,Third,\n'
+    result = ingest_one("pair.csv", data)
+    assert dict(zip(result.rejects["locator"], result.rejects["reason_code"])) == {"pair.csv:2": "invalid_csv"}
+    assert "line 3, which reads as a row of its own" in result.rejects["reason"][0]
+    assert result.prompts["instruction"].to_list() == ["Second row", "Third"]
+
+
+def test_csv_text_after_a_closing_quote_names_the_field():
+    result = ingest_one("stray.csv", CSV_HEADER + b'physics,hypothesis,"quoted"tail,\nbiology,hypothesis,Fine row,\n')
+    [reason] = result.rejects["reason"]
+    assert reason.startswith("stray.csv:2: field 'instruction' (column 3) has text after its closing quote")
+    assert result.prompts["instruction"].to_list() == ["Fine row"]
+
+
+def test_csv_quoted_fields_over_several_lines_still_parse():
+    data = (
+        b"domain,task_type,instruction,context\r\n"
+        b'physics,hypothesis,"Line one,\r\nline two, with commas","Context a,\nsee biology,hypothesis, b"\r\n'
+        b'chemistry,methodology,"Say ""why"" twice",\r\n'
+    )
+    result = ingest_one("multi.csv", data)
+    assert result.rejects.is_empty()
+    assert result.prompts["instruction"].to_list() == ["Line one,\r\nline two, with commas", 'Say "why" twice']
+    assert result.prompts["context"][0] == "Context a,\nsee biology,hypothesis, b"  # not a row of its own
+    assert result.prompts["locator"].to_list() == ["multi.csv:4", "multi.csv:5"]  # the line a row ends on
+
+
+def test_csv_without_a_header_row_is_one_reject_listing_the_columns():
+    data = b"physics,hypothesis,Why is the sky blue at noon?,\nbiology,hypothesis,Second row,\n"
+    result = ingest_one("nohdr.csv", data)
+    assert result.prompts.is_empty()
+    [reject] = result.rejects.iter_rows(named=True)
+    assert reject["locator"] == "nohdr.csv:1" and reject["reason_code"] == "missing_header"
+    assert "missing domain, task_type, instruction" in reject["reason"]
+    assert "domain, task_type, instruction (required) and context (optional)" in reject["reason"]
+    assert reject["reason_code"] in REASON_CODES
+
+
+def test_csv_header_names_ignore_case_and_spaces_but_not_repeats():
+    result = ingest_one("upper.csv", b"Domain, Task_Type ,INSTRUCTION\nphysics,hypothesis,Why does ice float?\n")
+    assert result.prompts["instruction"].to_list() == ["Why does ice float?"]
+    result = ingest_one("dup.csv", b"domain,task_type,instruction,instruction\nphysics,hypothesis,a,b\n")
+    assert result.rejects["reason"].to_list() == ["dup.csv:1: the header names column 'instruction' more than once; file not read"]
+
+
+def test_a_csv_with_a_thousand_broken_quotes_stops_after_a_hundred():
+    data = CSV_HEADER + b'physics,hypothesis,"x\n' * 1000 + b"biology,hypothesis,Last,\n"
+    result = ingest_one("many.csv", data)
+    assert result.rejects.height == 101 and result.prompts.is_empty()
+    assert result.rejects["reason"][-1] == "many.csv:102: lines 102-1002 not read after 100 rows with broken quoting"
+
+
+def test_utf8_byte_order_mark_is_not_part_of_the_first_row():
+    row = b'{"domain":"physics","task_type":"hypothesis","instruction":"Why does ice float on water?"}\n'
+    assert ingest_one("bom.jsonl", b"\xef\xbb\xbf" + row).rejects.is_empty()
+    result = ingest_one("bom.csv", b"\xef\xbb\xbf" + CSV_HEADER + b"physics,hypothesis,Why does ice float?,\n")
+    assert result.rejects.is_empty() and result.prompts.height == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "where"),
+    [
+        ("nul.jsonl", b'{"domain":"physics","task_type":"hypothesis","instruction":"Why does\\u0000 ice float?"}\n',
+         "field 'instruction' holds control character U+0000 (NUL) at position 9"),
+        ("nul.csv", CSV_HEADER + b"physics,hypothesis,Why does\x00 ice float?,\n",
+         "field 'instruction' holds control character U+0000 (NUL) at position 9"),
+        ("esc.jsonl", b'{"domain":"physics","task_type":"hypothesis","instruction":"Why?","context":"\\u001b[31mred"}\n',
+         "field 'context' holds control character U+001B (ESC) at position 1"),
+    ],
+)
+def test_control_characters_in_text_are_rejected(name, data, where):
+    result = ingest_one(name, data)
+    [reject] = result.rejects.iter_rows(named=True)
+    assert reject["reason_code"] == "control_character" and reject["reason_code"] in REASON_CODES
+    assert where in reject["reason"] and "only tab, line feed and carriage return are allowed" in reject["reason"]
+
+
+def test_tabs_and_newlines_in_text_are_fine():
+    row = {"domain": "physics", "task_type": "hypothesis", "instruction": "Why?\tReally:\r\nexplain.", "context": "a\nb"}
+    assert ingest_one("ok.jsonl", json.dumps(row).encode() + b"\n").rejects.is_empty()
+
+
+@pytest.mark.parametrize("name", ["random.jsonl", "random.csv"])
+def test_a_binary_file_is_one_unparsable_file_reject(name):
+    data = random.Random(13).randbytes(1 << 20)  # issue 13: 1 MB of random bytes gave 3,911 rejects
+    result = ingest_one(name, data)
+    [reject] = result.rejects.iter_rows(named=True)
+    assert reject["reason_code"] == "unparsable_file" and reject["locator"] == name
+    assert reject["reason"].startswith(f"{name}: not a UTF-8 text file")
+    assert len(reject["raw"]) <= 2000
+
+
+def test_utf16_file_is_told_to_be_saved_as_utf8():
+    data = "\ufeffdomain,task_type,instruction\nphysics,hypothesis,Why?\n".encode("utf-16-le")
+    [reason] = ingest_one("wide.csv", b"\xff\xfe" + data[2:]).rejects["reason"]
+    assert "UTF-16" in reason and "save it as UTF-8" in reason
+
+
+def test_a_latin1_file_is_text_with_bad_rows_not_a_binary_file():
+    rows = [json.dumps({"domain": "physics", "task_type": "hypothesis", "instruction": f"Question {i} on ice"}) for i in range(20)]
+    data = "\n".join(rows).encode() + '\n{"domain":"physics","task_type":"hypothesis","instruction":"Café"}\n'.encode("latin-1")
+    result = ingest_one("latin.jsonl", data)
+    assert result.prompts.height == 20
+    assert dict(zip(result.rejects["locator"], result.rejects["reason_code"])) == {"latin.jsonl:21": "invalid_utf8"}

@@ -151,7 +151,10 @@ def raw_prompts(
 
     lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
     wrote = lake.write("raw/prompts", result.prompts, mode="merge", lineage=lineage, update_matched=False)
-    wrote_rejects = lake.write("raw/rejects", result.rejects, mode="merge", lineage=lineage)
+    # A reject read again keeps its lineage; only a changed reason or raw text is rewritten.
+    wrote_rejects = lake.write(
+        "raw/rejects", result.rejects, mode="merge", lineage=lineage, update_if_changed=("reason_code", "reason", "raw")
+    )
     known = {**existing_map, **dict(zip(result.prompts["prompt_id"], result.prompts["locator"]))}
     fed = _fulfil_feedback(context, lake, rules, known) if config.fulfil_feedback_requests else None
     table = lake.read("raw/prompts")

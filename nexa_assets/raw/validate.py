@@ -14,19 +14,21 @@ The split (DESIGN §1), decided once when a prompt is first written and never ch
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
-from nexa_assets.raw.readers import RawRecord
+from nexa_assets.raw.readers import REQUIRED_FIELDS, RawRecord
 from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
 from nexa_assets.text import content_hash, hash_fraction, normalize
 
-REQUIRED_FIELDS: tuple[str, ...] = ("domain", "task_type", "instruction")
 # Only seed-pack and user-file prompts are split train/eval; generated ones are always train (DESIGN §1).
 SPLIT_ORIGINS: frozenset[str] = frozenset({"seed", "file"})
 # Held-out seed prompts per (domain, task_type) cell: enough to tell a real change from noise.
 EVAL_PER_CELL = 12
+# Control characters a text field may hold: tab, line feed and carriage return; NUL and the rest are refused.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 ORIGINS: tuple[str, ...] = ("seed", "generated", "feedback", "file")
 REASON_CODES: tuple[str, ...] = (
     "missing_field",
@@ -36,6 +38,8 @@ REASON_CODES: tuple[str, ...] = (
     "invalid_utf8",
     "invalid_json",
     "invalid_csv",
+    "missing_header",
+    "control_character",
     "unknown_domain",
     "unknown_task_type",
     "duplicate",
@@ -179,6 +183,13 @@ def _field_problem(record: RawRecord, rules: ValidationRules) -> tuple[str, str]
         value = fields.get(name)
         if value is not None and not isinstance(value, str):
             return "wrong_type", f"{where}: field {name!r} must be a string, got {type(value).__name__}"
+    for name in (*REQUIRED_FIELDS, "context"):
+        control = _CONTROL.search(fields.get(name) or "")
+        if control:
+            return "control_character", (
+                f"{where}: field {name!r} holds control character {_char_name(control.group())} at position "
+                f"{control.start() + 1}: only tab, line feed and carriage return are allowed"
+            )
     for name in REQUIRED_FIELDS:
         if not fields[name].strip():
             return "empty_text", f"{where}: field {name!r} is empty or whitespace only"
@@ -197,3 +208,9 @@ def _field_problem(record: RawRecord, rules: ValidationRules) -> tuple[str, str]
             f"{where}: field 'task_type' is {fields['task_type']!r}: valid values are {', '.join(TASK_TYPES)}",
         )
     return None
+
+
+def _char_name(char: str) -> str:
+    """U+0000 (NUL)-style name of a control character."""
+    names = {"\x00": "NUL", "\x1b": "ESC", "\x7f": "DEL"}
+    return f"U+{ord(char):04X}" + (f" ({names[char]})" if char in names else "")
