@@ -103,28 +103,69 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+# Technical terms the canned answers draw on, so each prompt gets content of its own (a fixed answer
+# reused across prompts is what the judge rejects).
+_TERMS: tuple[str, ...] = tuple(
+    """spectroscopy calorimetry chromatography fluorescence impedance rheology tomography diffraction
+    luminescence microfluidics nanoindentation phosphorylation isotope-labelling electrophoresis
+    interferometry ellipsometry voltammetry titration sequencing crystallinity porosity viscosity
+    conductivity permeability adsorption desorption oxidation hydrolysis methylation acetylation
+    polarisation magnetisation resonance relaxation dispersion turbulence nucleation coarsening
+    segregation passivation sintering annealing quenching doping grafting crosslinking swelling
+    fouling sedimentation transcription translation secretion signalling""".split()
+)
+_ASKING = frozenset(
+    "propose suggest offer generate formulate design describe outline testable hypotheses hypothesis "
+    "explaining explain experiment method protocol study approach measure determine whether would "
+    "could which their there these those about using between".split()
+)
+
+
+def _pick(prompt: str, salt: str, options: tuple[str, ...] | list[str], k: int) -> list[str]:
+    """k options chosen deterministically from a hash of the prompt."""
+    ranked = sorted(options, key=lambda o: hashlib.sha256(f"{salt}\x1f{prompt}\x1f{o}".encode()).digest())
+    return ranked[:k]
+
+
+def _number(prompt: str, salt: str, low: int, high: int) -> int:
+    return low + int.from_bytes(hashlib.sha256(f"{salt}\x1f{prompt}".encode()).digest()[:4], "big") % (high - low + 1)
+
+
 def answer_for(prompt: str) -> str:
-    """The canned, deterministic answer to the last user message."""
-    topic = " ".join(prompt.split()[:12]).rstrip(".?!") or "the question"
+    """The canned, deterministic answer to the last user message: a hypothesis list or a protocol built
+    from the prompt's own words and terms chosen by its hash (so different prompts get different answers),
+    or an echo of anything else."""
     low = prompt.lower()
+    asked = re.search(r"(?m)^Task:\s*(.+)$", prompt)
+    given = re.search(r"(?m)^Context:\s*(.+)$", prompt)
+    source = " ".join(m.group(1) for m in (asked, given) if m) or prompt
+    words = list(dict.fromkeys(w for w in re.findall(r"[A-Za-z][A-Za-z-]{4,}", source) if w.lower() not in _ASKING))
+    topic = [(words or ["the system"])[i % max(1, len(words))] for i in range(12)]
+    terms = _pick(prompt, "terms", _TERMS, 12)
     if "hypothes" in low:
-        return "\n".join(
-            [
-                f"Hypotheses for: {topic}",
-                "1. Increasing the treatment dose raises the response rate; measurable outcome: response rate (%) at day 14.",
-                "2. The effect is mediated by the target pathway; measurable outcome: pathway marker level (ng/mL) vs. baseline.",
-                "3. The effect persists after withdrawal; measurable outcome: response rate (%) 30 days after the last dose.",
-            ]
-        )
+        lines = [f"Hypotheses about {', '.join(words[:12]) or 'the system'}:"]
+        for n in range(3):
+            a, b, c = terms[3 * n : 3 * n + 3]
+            words = " and ".join(topic[3 + 2 * n : 5 + 2 * n])
+            rise = _number(prompt, f"rise{n}", 10, 90)
+            lines.append(
+                f"{n + 1}. {a.capitalize()} of the {words} is limited by {b}. Prediction: blocking {b} "
+                f"lowers {c} by {rise}% within {_number(prompt, f'time{n}', 2, 48)} h, and {a} tracks it."
+            )
+        return "\n".join(lines)
     if any(k in low for k in ("method", "design", "protocol")):
+        t = terms
         return "\n".join(
             [
-                f"Protocol for: {topic}",
-                "1. Randomise 40 samples into treatment and control groups (n=20 each), blinded to the analyst.",
-                "2. Apply the treatment to the treatment group; give the control group a matched vehicle.",
-                "3. Hold temperature, timing and handling identical across both groups for 14 days.",
-                "4. Record the readout: the primary outcome measured by a calibrated assay at day 14.",
-                "5. Compare groups with a two-sided t-test at alpha 0.05 and report effect size with 95% CI.",
+                f"Protocol for {', '.join(words[:12]) or 'the system'}:",
+                f"1. Prepare {_number(prompt, 'n', 6, 30)} samples of {topic[3]} for {t[0]} and {t[7]} at "
+                f"{_number(prompt, 'dose', 2, 50)} mg/mL; keep untreated {topic[4]} as the control.",
+                f"2. Vary {topic[5]} and {topic[6]} while holding {t[1]} at {_number(prompt, 'temp', 15, 80)} °C "
+                f"for {_number(prompt, 'hours', 2, 72)} h.",
+                f"3. Measure {t[2]} and {t[3]} of the {topic[7]} every {_number(prompt, 'minutes', 5, 60)} min by {t[4]}.",
+                f"4. Confirm with {t[5]} and {t[8]} as a second readout of {topic[8]}, calibrated against {t[6]} standards.",
+                f"5. Compare conditions, blocked by {t[9]} batch and {t[10]} drift, with a one-way ANOVA over "
+                f"{_number(prompt, 'reps', 3, 6)} independent replicates.",
             ]
         )
     return f"Echo: {prompt}"

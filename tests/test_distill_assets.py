@@ -24,7 +24,7 @@ from nexa_assets.raw.assets import raw_prompts
 from nexa_assets.sft.assets import sft_decontamination, sft_examples
 from nexa_assets.sft.package import EXAMPLE_SCHEMA, SftConfig, build_examples
 from nexa_resources.inputs import InputsResource
-from nexa_resources.judge import JudgeResource
+from nexa_resources.judge import STRUCTURAL_JUDGE_ID, JudgeResource
 from nexa_resources.lake import LakeResource
 from nexa_resources.scripted_server import ScriptedServer, fingerprint
 from nexa_resources.teacher import TeacherResource
@@ -497,14 +497,14 @@ def test_rejected_answers_are_regenerated_once_and_judged_like_the_rest(srv, raw
     assert sorted(sent) == sorted(fp(r) for r in regen.iter_rows(named=True))
     # The same filters and judge: every child was judged, and the verdict follows its reasons.
     # The same filters and judge: children that pass every filter are judged, the rest carry their
-    # filter reasons (canned teacher answers are near duplicates of each other) and are not judged.
+    # filter reasons and are not judged.
     for row in children.iter_rows(named=True):
         assert row["passed"] == (row["reject_reasons"] == []) and "truncated" not in row["reject_reasons"]
-        judged = row["judge_model"] == "structural-v1"
+        judged = row["judge_model"] == STRUCTURAL_JUDGE_ID
         assert judged == (not row["reject_reasons"] or row["reject_reasons"][0].startswith("judge_"))
         assert (row["judge_mean"] is not None) == judged
-    assert children["passed"].sum() >= 1
-    assert "near_duplicate" in children["reject_reasons"].explode().to_list()
+    # the scripted teacher writes each answer for its own prompt, so every complete one passes
+    assert children["passed"].all()
     meta = metadata(result, "distill/pairs")
     assert meta["regenerated_this_run"] == 10 and meta["judged_this_run"] == 20
     examples = raw_lake.read("sft/examples")

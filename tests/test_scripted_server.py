@@ -26,7 +26,8 @@ def _ask(client: openai.OpenAI, text: str = "hello there") -> openai.types.chat.
 
 
 def test_normal_answer_and_usage(srv: ScriptedServer) -> None:
-    """A hypothesis prompt gets 3 numbered hypotheses with outcomes, echoed model and word-count usage."""
+    """A hypothesis prompt gets 3 numbered hypotheses with predictions, echoed model and word-count usage;
+    answers are built from the prompt, so two prompts get different answers."""
     prompt = "Propose hypotheses on why sleep improves memory"
     r = _ask(_client(srv), prompt)
     assert r.object == "chat.completion" and r.model == MODEL and r.id
@@ -34,7 +35,8 @@ def test_normal_answer_and_usage(srv: ScriptedServer) -> None:
     assert choice.finish_reason == "stop"
     lines = choice.message.content.splitlines()
     assert [ln[:2] for ln in lines if ln[:1].isdigit()] == ["1.", "2.", "3."]
-    assert all("measurable outcome" in ln for ln in lines[1:])
+    assert all("Prediction:" in ln for ln in lines[1:])
+    assert _ask(_client(srv), "Propose hypotheses on why bees dance").choices[0].message.content != choice.message.content
     assert r.usage.prompt_tokens == len(prompt.split())
     assert r.usage.completion_tokens == len(choice.message.content.split())
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens

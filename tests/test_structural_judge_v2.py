@@ -9,9 +9,10 @@ from statistics import mean
 
 import pytest
 
+from nexa_assets.distill.filters import parse_hypotheses
 from nexa_assets.distill.task import templates
 from nexa_assets.evaluate.shared_answers import shared_prompt_counts
-from nexa_assets.evaluate.structural_judge import judge_structural, judge_structural_batch
+from nexa_assets.evaluate.structural_judge import distinct_items, judge_structural, judge_structural_batch
 from test_distill_filters import GOOD_HYPOTHESIS, GOOD_METHODOLOGY
 from test_structural_judge import HYPOTHESIS_INSTRUCTION, METHODOLOGY_INSTRUCTION
 
@@ -133,7 +134,7 @@ def test_items_that_repeat_each_other_count_once():
 3. Cooler incubation lowers growth, so the culture's optical density rises more slowly, by 30% over 6 h."""
     verdict = judge_structural("hypothesis", HYPOTHESIS_INSTRUCTION, None, repeated)
     assert "items that do not repeat each other" in verdict.lacking["clarity"]
-    assert "beyond the instruction's own words" in verdict.lacking["correctness"]  # a repeat adds nothing
+    assert len(distinct_items(parse_hypotheses(repeated))) == 2
 
 
 def test_invented_data_stated_as_fact_loses_hallucination_safety():

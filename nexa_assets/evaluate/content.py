@@ -13,6 +13,7 @@ from nexa_assets.text import normalize
 
 _CONTENT_WORD = re.compile(r"[^\W\d_]{4,}")
 _TOKEN = re.compile(r"[^\W_]+")
+OWN_TASK = 0.6  # a prompt with this share of a worked example's task words asks that example's task
 STEM = 5  # words sharing their first five letters count as the same word ("catalyst", "catalytic")
 
 
@@ -92,23 +93,28 @@ def jaccard(a: set, b: set) -> float:  # type: ignore[type-arg]
 
 
 @cache
-def _examples() -> tuple[tuple[frozenset[str], frozenset[tuple[str, ...]]], ...]:
-    """(topic stems, word 3-grams) of each worked example the teacher is shown."""
+def _examples() -> tuple[tuple[frozenset[str], frozenset[str], frozenset[tuple[str, ...]]], ...]:
+    """(its task's topic stems, its topic stems, its answer's word 3-grams) for each worked example."""
     out = []
     for task_type in TASK_TYPES:
         text = templates().texts[f"example_{task_type}"]
         head, _, answer = text.partition("\n---\n")
-        out.append((frozenset(stems(text) - GENERIC), frozenset(shingles(tokens(answer)))))
+        task = next((line.split(":", 1)[1] for line in head.splitlines() if line.startswith("Task:")), head)
+        out.append((frozenset(stems(task) - GENERIC), frozenset(stems(text) - GENERIC), frozenset(shingles(tokens(answer)))))
     return tuple(out)
 
 
 def example_copy(text: str | None, prompt: Iterable[str]) -> tuple[int, float]:
-    """How much of the answer comes from a worked example and not from its own prompt: (topic words of the
-    example it uses, share of its word 3-grams found in the example), the larger over both examples."""
-    used = stems(text) - set(prompt)
+    """How much of the answer comes from a worked example set for another task: (topic words of the
+    example it uses beyond its prompt's, share of its word 3-grams found in the example), the larger over
+    the examples. An example whose own task the prompt asks (most of its topic words) does not count."""
+    prompt_stems = set(prompt)
+    used = stems(text) - prompt_stems
     grams = shingles(tokens(text))
     words, share = 0, 0.0
-    for topic, example_grams in _examples():
+    for task, topic, example_grams in _examples():
+        if task and len(task & prompt_stems) >= OWN_TASK * len(task):
+            continue
         words = max(words, len(used & topic))
         if grams:
             share = max(share, len(grams & example_grams) / len(grams))

@@ -68,7 +68,7 @@ CONTEXT_USED, CONTEXT_TOUCHED = 0.35, 0.2
 EXAMPLE_WORDS, EXAMPLE_SHARE = 6, 0.25
 # A sentence framed as a prediction, condition or test may carry numbers; one without states them as fact.
 _FRAMED = re.compile(
-    r"(?i)\b(?:predict\w*|expect\w*|would|will|could|may|might|should|if|whether|when|test\w*|falsif\w*|"
+    r"(?i)\b(?:predict\w*|expect\w*|control\w*|baseline|would|will|could|may|might|should|if|whether|when|test\w*|falsif\w*|"
     r"measur\w*|compar\w*|add\w*|vary\w*|varied|rais\w*|lower\w*|above|below|exceed\w*|between|from\s+\S+\s+to|"
     r"at\s+least|at\s+most|more\s+than|less\s+than|up\s+to|under|over|after|before|within|until|range\w*)\b"
 )
@@ -190,7 +190,7 @@ def _correctness(
         score.lose(1, "items about the prompt's subject")
     if items:
         with_content = sum(len(own_content(item, prompt)) >= MIN_OWN_CONTENT for item in items) / parsed
-        loss = 3 if with_content == 0 else 2 if with_content < 0.5 else 1 if with_content < 0.75 else 0
+        loss = 3 if with_content == 0 else 2 if with_content < 0.2 else 1 if with_content < 0.5 else 0
         if loss:
             score.lose(loss, "items that add content beyond the instruction's own words")
         restated = sum(longest_shared_run(item, instruction) >= RESTATED_RUN for item in items)
