@@ -13,7 +13,7 @@ from nexa_assets.evaluate.schema import METRIC_SCHEMA
 from nexa_assets.evaluate.stats import mean_ci
 from nexa_assets.feedback.assets import feedback_loop
 from nexa_jobs.feedback_sensor import feedback_sensor
-from nexa_resources.judge import JudgeResource
+from nexa_resources.judge import STRUCTURAL_JUDGE_ID, JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 
 METRICS = ("correctness", "methodology", "specificity", "clarity", "hallucination_safety")
@@ -40,7 +40,7 @@ def plant_round(lake: LakeResource, round_: int, scores: dict[tuple[str, str], f
                 "model_id": checkpoint, "domain": d, "task_type": t, "metric": m, "model_kind": "checkpoint",
                 "checkpoint_id": checkpoint, "mean": stats.mean, "n": stats.n, "std": stats.std,
                 "ci_low": stats.ci_low, "ci_high": stats.ci_high, "judge_failures": 0, "truncation_rate": 0.0,
-                "judge_model": "structural-v1", "rubric_version": "v", "eval_set": "es",
+                "judge_model": STRUCTURAL_JUDGE_ID, "rubric_version": "v", "eval_set": "es",
             }
             for m in METRICS
         ]
@@ -48,7 +48,7 @@ def plant_round(lake: LakeResource, round_: int, scores: dict[tuple[str, str], f
     score_rows = pl.DataFrame(
         [
             {"model_id": checkpoint, "prompt_id": f"p-{d}-{t}-{i}", "metric": m, "domain": d, "task_type": t,
-             "judge_model": "structural-v1", "rubric_version": "v", "eval_set": "es", "score": s,
+             "judge_model": STRUCTURAL_JUDGE_ID, "rubric_version": "v", "eval_set": "es", "score": s,
              "rationale": f"more {m}"}
             for (d, t), values in per_prompt.items()
             for i, s in enumerate(values)
