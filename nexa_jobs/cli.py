@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from nexa_jobs.train_plan import register as register_train_plan
-from nexa_resources.lake import LakeResource, SqlAccessError, parse_at
+from nexa_resources.lake import LakeResource, SqlAccessError, SqlLimitError, parse_at
 
 FORMATS = ("table", "csv", "json")
 
@@ -107,8 +107,8 @@ def _print_frame(df: pl.DataFrame, fmt: str) -> None:
 def cmd_sql(args: argparse.Namespace) -> int:
     lake = _lake()
     try:
-        table = lake.sql(args.query, at=parse_at(args.at or []))
-    except SqlAccessError as exc:
+        table = lake.sql(args.query, at=parse_at(args.at or []), timeout_s=args.timeout)
+    except (SqlAccessError, SqlLimitError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # duckdb's parser/binder errors are the user's to read, not a traceback
@@ -116,6 +116,16 @@ def cmd_sql(args: argparse.Namespace) -> int:
         return 2
     _print_frame(pl.from_arrow(table), args.format)
     return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0 (0: no limit)")
+    return value
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
@@ -167,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--at", action="append", metavar="LAYER.TABLE=VERSION",
                    help="read a table at a past Delta version or ISO timestamp (repeatable)")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                   help="stop the query after this many seconds (0: no limit; default NEXA_SQL_TIMEOUT_S or 30); "
+                   "memory: NEXA_SQL_MEMORY_LIMIT (default 1GB)")
     p.set_defaults(func=cmd_sql)
 
     p = sub.add_parser("tables", help="list lake tables with their version and row count")

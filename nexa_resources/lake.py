@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import random
 import re
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -34,6 +36,11 @@ from nexa_resources.tables import TABLES, TableSpec, table_spec
 
 DEFAULT_ROOT = "data_lake"
 ROOT_ENV = "NEXA_LAKE_ROOT"
+# Limits of user SQL (`nexa sql`, the dashboard's SQL page), sized for a shared dashboard.
+SQL_TIMEOUT_ENV = "NEXA_SQL_TIMEOUT_S"
+SQL_MEMORY_ENV = "NEXA_SQL_MEMORY_LIMIT"
+DEFAULT_SQL_TIMEOUT_S = 30.0
+DEFAULT_SQL_MEMORY_LIMIT = "1GB"
 
 # Concurrent writers contend on the Delta log; a lost race is retried this many times.
 _COMMIT_RETRIES = 12
@@ -47,6 +54,10 @@ class WriteMode(str, Enum):
 
 class SqlAccessError(RuntimeError):
     """User SQL touched something outside the lake views."""
+
+
+class SqlLimitError(RuntimeError):
+    """User SQL ran past the time limit or needed more than the memory limit."""
 
 
 @dataclass(frozen=True)
@@ -103,11 +114,20 @@ class LakeResource(dg.ConfigurableResource):
         default=DEFAULT_ROOT,
         description="Lake root: a local folder (relative to the working directory) or s3://bucket/prefix.",
     )
+    sql_timeout_s: float = Field(
+        default=DEFAULT_SQL_TIMEOUT_S,
+        ge=0,
+        description=f"User SQL is interrupted after this many seconds (0: no limit); env {SQL_TIMEOUT_ENV}.",
+    )
+    sql_memory_limit: str = Field(
+        default=DEFAULT_SQL_MEMORY_LIMIT,
+        description=f"DuckDB memory_limit of user SQL, e.g. 512MB or 4GB (no spilling to disk); env {SQL_MEMORY_ENV}.",
+    )
 
     @classmethod
-    def from_env(cls) -> LakeResource:
-        """The lake named by NEXA_LAKE_ROOT, else ./data_lake."""
-        return cls(root=os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+    def from_env(cls, root: str | None = None) -> LakeResource:
+        """The lake named by `root`, else NEXA_LAKE_ROOT, else ./data_lake; SQL limits from their variables."""
+        return cls(root=root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT, **sql_limits_from_env())
 
     # ----------------------------------------------------------------- locations
 
@@ -208,9 +228,10 @@ class LakeResource(dg.ConfigurableResource):
 
         A merge inserts rows whose keys are new and, with `update_matched`, replaces rows whose keys
         exist (with `update_if_changed`, only those where one of these columns differs, so a row read
-        again keeps its lineage and an unchanged batch commits nothing); with `delete_unmatched` it also deletes rows absent from `data`, making the table equal to
-        `data` while rows that did not change keep their lineage. Re-running a merge changes nothing. Concurrent writers are safe:
-        a commit that loses the race is retried against the new table state.
+        again keeps its lineage and an unchanged batch commits nothing); with `delete_unmatched` it also
+        deletes rows absent from `data`, making the table equal to `data` while rows that did not change
+        keep their lineage. Re-running a merge changes nothing. Concurrent writers are safe: a commit that
+        loses the race is retried against the new table state.
         """
         mode = WriteMode(mode)
         spec = table_spec(table)
@@ -309,7 +330,7 @@ class LakeResource(dg.ConfigurableResource):
         """DuckDB with every lake table as view `<layer>.<name>`, optionally some at past versions.
 
         With `safe` (the default for anything a user types), file system access is disabled and the
-        setting locked: only the lake views can be read.
+        setting locked: only the lake views can be read, and memory is capped at `sql_memory_limit`.
         """
         at = {table_spec(k).path: v for k, v in (at or {}).items()}
         con = duckdb.connect(":memory:")
@@ -342,25 +363,109 @@ class LakeResource(dg.ConfigurableResource):
             con.register(hidden, dt.to_pyarrow_dataset())
             con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {_quote(hidden)}")
         if safe:
-            if allowed:  # exactly the data files of the views' versions, read-only
-                con.execute(f"SET allowed_paths = [{', '.join(_sql_str(f) for f in allowed)}]")
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
+            self._seal(con, allowed)
         return con
 
-    def sql(self, query: str, at: Mapping[str, int | str | datetime] | None = None) -> pa.Table:
-        """Run read-only user SQL over the lake views and return the result as Arrow."""
+    def _seal(self, con: duckdb.DuckDBPyConnection, allowed: Sequence[str]) -> None:
+        """Lock `con` down for user SQL: no file access beyond `allowed`, no temp folder, capped memory."""
+        # DuckDB adds its temp folder (default `.tmp` in the working directory) to allowed_directories,
+        # readable and writable by SQL: without one, nothing spills to disk and no directory is open.
+        con.execute("SET temp_directory = ''")
+        try:
+            con.execute(f"SET memory_limit = {_sql_str(self.sql_memory_limit)}")
+        except duckdb.Error as exc:
+            con.close()
+            raise ValueError(
+                f"bad SQL memory limit {self.sql_memory_limit!r} ({SQL_MEMORY_ENV}): expected a size such as "
+                f"512MB, 2GB or 80% ({exc})"
+            ) from None
+        if allowed:  # exactly the data files of the views' versions, read-only
+            con.execute(f"SET allowed_paths = [{', '.join(_sql_str(f) for f in allowed)}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+
+    def sql(
+        self,
+        query: str,
+        at: Mapping[str, int | str | datetime] | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> pa.Table:
+        """Run read-only user SQL over the lake views and return the result as Arrow.
+
+        The query is interrupted after `timeout_s` (default `sql_timeout_s`; 0: no limit) and may use at
+        most `sql_memory_limit`: either raises SqlLimitError. File access raises SqlAccessError.
+        """
+        limit = self.sql_timeout_s if timeout_s is None else timeout_s
         con = self.connect(at)
         try:
-            relation = con.sql(query)
-            return relation.fetch_arrow_table() if relation is not None else pa.table({})
-        except duckdb.PermissionException as exc:
-            views = ", ".join(s.sql_name for s in self.tables()) or "none yet"
-            raise SqlAccessError(
-                f"external file access is disabled in Nexa SQL ({exc}); query the lake views instead: {views}"
+            with _interrupt_after(con, limit):
+                relation = con.sql(query)
+                return relation.fetch_arrow_table() if relation is not None else pa.table({})
+        except duckdb.InterruptException:
+            raise SqlLimitError(
+                f"query stopped after {limit:g} s, the time limit of Nexa SQL: narrow it (WHERE, LIMIT, fewer "
+                f"joins) or raise the limit ({SQL_TIMEOUT_ENV}=SECONDS, or `nexa sql --timeout SECONDS`)"
             ) from None
+        except duckdb.OutOfMemoryException:
+            raise SqlLimitError(
+                f"query needs more than {self.sql_memory_limit} of memory, the limit of Nexa SQL (no spilling "
+                f"to disk): narrow it (WHERE, LIMIT, fewer columns) or raise the limit ({SQL_MEMORY_ENV}=4GB)"
+            ) from None
+        except duckdb.PermissionException as exc:
+            raise self._access_error(str(exc)) from None
+        except duckdb.CatalogException as exc:
+            missing = re.search(r"Table with name (.+?) does not exist", str(exc))
+            if missing and _looks_like_a_file(missing.group(1)):
+                raise self._access_error(f"{missing.group(1)!r} is a file, not a lake view") from None
+            raise duckdb.CatalogException(f"{exc}\nLake views: {self._view_names()}") from None
         finally:
             con.close()
+
+    def _access_error(self, detail: str) -> SqlAccessError:
+        return SqlAccessError(
+            "external file access is disabled in Nexa SQL: no file, directory, ATTACH or COPY TO; only the "
+            f"lake views can be queried ({detail}). Views: {self._view_names()}"
+        )
+
+    def _view_names(self) -> str:
+        return ", ".join(s.sql_name for s in self.tables()) or "none yet"
+
+
+def sql_limits_from_env() -> dict[str, Any]:
+    """`sql_timeout_s` and `sql_memory_limit` from NEXA_SQL_TIMEOUT_S and NEXA_SQL_MEMORY_LIMIT when set."""
+    limits: dict[str, Any] = {}
+    timeout = os.environ.get(SQL_TIMEOUT_ENV, "").strip()
+    if timeout:
+        try:
+            limits["sql_timeout_s"] = float(timeout)
+        except ValueError:
+            raise ValueError(f"{SQL_TIMEOUT_ENV}={timeout!r}: expected seconds, e.g. 30 (0: no limit)") from None
+    memory = os.environ.get(SQL_MEMORY_ENV, "").strip()
+    if memory:
+        limits["sql_memory_limit"] = memory
+    return limits
+
+
+@contextmanager
+def _interrupt_after(con: duckdb.DuckDBPyConnection, seconds: float) -> Iterator[None]:
+    """Interrupt `con`'s running query after `seconds` (0: never): DuckDB has no statement timeout."""
+    if not seconds:
+        yield
+        return
+    timer = threading.Timer(seconds, con.interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()  # an interrupt already under way finishes before the connection is closed
+
+
+def _looks_like_a_file(name: str) -> bool:
+    """Whether a name DuckDB could not find as a table is a file path (`FROM '/etc/passwd'`)."""
+    return bool(re.search(r"[/\\~:]|\.\w{1,8}$", name))
 
 
 def _changed_predicate(columns: Sequence[str]) -> str | bool:

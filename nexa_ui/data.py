@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 import streamlit as st
 
-from nexa_resources.lake import DEFAULT_ROOT, ROOT_ENV, LakeResource
+from nexa_resources.lake import DEFAULT_ROOT, ROOT_ENV, LakeResource, sql_limits_from_env
 
 # How long a table's latest version is trusted before the lake is asked again (seconds).
 VERSION_TTL_S = 5
@@ -27,12 +27,13 @@ def lake_root() -> str:
 
 
 @st.cache_resource(show_spinner=False)
-def _lake(root: str) -> LakeResource:
-    return LakeResource(root=root)
+def _lake(root: str, sql_limits: tuple[tuple[str, Any], ...] = ()) -> LakeResource:
+    return LakeResource(root=root, **dict(sql_limits))
 
 
 def lake() -> LakeResource:
-    return _lake(lake_root())
+    """The lake, with the SQL limits of NEXA_SQL_TIMEOUT_S and NEXA_SQL_MEMORY_LIMIT as they are now."""
+    return _lake(lake_root(), tuple(sorted(sql_limits_from_env().items())))
 
 
 @st.cache_data(show_spinner=False, ttl=VERSION_TTL_S)
@@ -70,7 +71,8 @@ def existing_tables() -> list[tuple[str, int]]:
 
 
 def run_sql(query: str) -> pa.Table:
-    """User SQL over the lake views, read-only (raises SqlAccessError on file access, duckdb.Error otherwise)."""
+    """User SQL over the lake views, read-only: SqlAccessError on file access, SqlLimitError past the time or
+    memory limit (NEXA_SQL_TIMEOUT_S, NEXA_SQL_MEMORY_LIMIT), duckdb.Error otherwise."""
     return lake().sql(query)
 
 

@@ -89,6 +89,23 @@ def test_sql_errors_are_messages_not_tracebacks(project):
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
 
 
+def test_sql_box_refuses_file_paths_and_stops_runaway_queries(project):
+    cwd, env = project
+    (cwd / ".tmp").mkdir(exist_ok=True)  # DuckDB's default temp folder was readable and writable (issue 13)
+    for query in ("FROM '/etc/passwd'", "COPY (SELECT 'x' a) TO '.tmp/w.csv'", "ATTACH '.tmp/evil.db' AS e"):
+        out = run(["sql", query], env, cwd)
+        assert out.returncode == 2 and "external file access is disabled" in out.stderr, (query, out.stderr)
+        assert "raw.prompts" in out.stderr and "Traceback" not in out.stderr
+    assert not any((cwd / ".tmp").iterdir())
+    runaway = "SELECT sum(a.range * b.range) FROM range(1000000) a, range(1000000) b"
+    out = run(["sql", runaway, "--timeout", "1"], env, cwd)
+    assert out.returncode == 2 and "query stopped after 1 s" in out.stderr and "Traceback" not in out.stderr
+    slow = run(["sql", runaway], {**env, "NEXA_SQL_TIMEOUT_S": "1"}, cwd)
+    assert slow.returncode == 2 and "query stopped after 1 s" in slow.stderr
+    bad = run(["sql", "SELECT 1", "--timeout", "-3"], env, cwd)
+    assert bad.returncode == 2 and "not a number of seconds >= 0" in bad.stderr
+
+
 def test_tables_and_history(project):
     cwd, env = project
     tables = run(["tables", "--format", "json"], env, cwd)

@@ -20,6 +20,7 @@ from nexa_resources.lake import (
     LakeResource,
     Lineage,
     SqlAccessError,
+    SqlLimitError,
     WriteMode,
     WriteResult,
     _parse_version,
@@ -484,6 +485,89 @@ def test_sql_cannot_attach_files(lake, tmp_path):
     with pytest.raises(SqlAccessError):
         lake.sql(f"ATTACH '{tmp_path / 'other.duckdb'}' AS other")
     assert not (tmp_path / "other.duckdb").exists()
+
+
+def test_sql_cannot_use_duckdbs_temp_folder(lake, tmp_path, monkeypatch):
+    # issue 13: DuckDB allowed its temp folder `<cwd>/.tmp/`, so these all worked when it existed
+    _fill(lake)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".tmp").mkdir()
+    (tmp_path / ".tmp" / "w.csv").write_text("a\nx\n")
+    for query in (
+        "COPY (SELECT 'x' a) TO '.tmp/w2.csv'",
+        "ATTACH '.tmp/evil.db' AS evil; CREATE TABLE evil.t AS SELECT 1",
+        "SELECT * FROM read_text('.tmp/w.csv')",
+        f"SELECT * FROM read_text('{tmp_path}/.tmp/w.csv')",
+    ):
+        with pytest.raises(SqlAccessError, match="external file access is disabled"):
+            lake.sql(query)
+    assert sorted(p.name for p in (tmp_path / ".tmp").iterdir()) == ["w.csv"]
+    settings = lake.sql(
+        "SELECT current_setting('temp_directory') AS temp, current_setting('allowed_directories') AS dirs"
+    ).to_pylist()
+    assert settings == [{"temp": "", "dirs": []}]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "FROM '/etc/passwd'",
+        'SELECT * FROM "/etc/passwd"',
+        "FROM 'notes.txt'",
+        "SELECT * FROM sniff_csv('/etc/passwd')",
+        "SELECT * FROM glob('/etc/*')",
+        "SELECT * FROM read_blob('/etc/hostname')",
+        "EXPORT DATABASE '/tmp/nexa_export_should_not_exist'",
+        "INSTALL httpfs",
+    ],
+)
+def test_sql_every_file_like_reference_gets_the_access_message(lake, query):
+    _fill(lake)
+    with pytest.raises(SqlAccessError) as info:
+        lake.sql(query)
+    assert "external file access is disabled" in str(info.value)
+    assert "Views: raw.prompts, eval.metrics, scratch.things" in str(info.value)
+
+
+def test_sql_unknown_view_lists_the_views(lake):
+    _fill(lake)
+    with pytest.raises(duckdb.CatalogException, match="Lake views: raw.prompts, eval.metrics, scratch.things"):
+        lake.sql("SELECT * FROM raw.promptz")
+
+
+def test_sql_runaway_query_is_interrupted_and_the_lake_still_answers(lake):
+    _fill(lake)
+    runaway = "SELECT sum(a.range * b.range) FROM range(1000000) a, range(1000000) b"  # issue 13
+    configured = lake.model_copy(update={"sql_timeout_s": 0.5})
+    for limited in (lambda: lake.sql(runaway, timeout_s=0.5), lambda: configured.sql(runaway)):
+        started = time.monotonic()
+        with pytest.raises(SqlLimitError, match=r"query stopped after 0.5 s.*NEXA_SQL_TIMEOUT_S.*--timeout"):
+            limited()
+        assert time.monotonic() - started < 10
+    assert lake.sql("SELECT count(*) AS n FROM raw.prompts").column("n").to_pylist() == [5]
+
+
+def test_sql_memory_is_capped(lake):
+    _fill(lake)
+    assert lake.sql("SELECT current_setting('memory_limit') AS m").column("m").to_pylist() == ["953.6 MiB"]  # 1GB
+    small = LakeResource(root=lake.root, sql_memory_limit="40MB")
+    with pytest.raises(SqlLimitError, match="more than 40MB of memory.*NEXA_SQL_MEMORY_LIMIT"):
+        small.sql("SELECT count(*) FROM (SELECT range, md5(range::varchar) AS h FROM range(5000000) ORDER BY h)")
+    with pytest.raises(ValueError, match="bad SQL memory limit 'lots'.*512MB"):
+        LakeResource(root=lake.root, sql_memory_limit="lots").sql("SELECT 1")
+
+
+def test_sql_limits_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("NEXA_SQL_TIMEOUT_S", "5")
+    monkeypatch.setenv("NEXA_SQL_MEMORY_LIMIT", "256MB")
+    lake = LakeResource.from_env()
+    assert (lake.sql_timeout_s, lake.sql_memory_limit) == (5.0, "256MB")
+    monkeypatch.setenv("NEXA_SQL_TIMEOUT_S", "soon")
+    with pytest.raises(ValueError, match="NEXA_SQL_TIMEOUT_S='soon': expected seconds"):
+        LakeResource.from_env()
+    monkeypatch.delenv("NEXA_SQL_TIMEOUT_S")
+    monkeypatch.delenv("NEXA_SQL_MEMORY_LIMIT")
+    assert (LakeResource.from_env().sql_timeout_s, LakeResource.from_env().sql_memory_limit) == (30.0, "1GB")
 
 
 def test_unsafe_connect_can_read_files(lake, tmp_path):

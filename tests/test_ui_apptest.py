@@ -389,6 +389,22 @@ def test_sql_runs_read_only_queries_and_refuses_files(lake):
     assert at.error[0].value.startswith("Query failed")
 
 
+def test_sql_page_stops_a_runaway_query_and_keeps_serving(lake, monkeypatch):
+    monkeypatch.setenv("NEXA_SQL_TIMEOUT_S", "1")
+    at = open_page("sql")
+    assert "may run 1 s and use 1GB of memory" in at.caption[0].value
+    at.text_area(key="sql_query").input("SELECT sum(a.range * b.range) FROM range(1000000) a, range(1000000) b")
+    at.button(key="sql_run").click().run()
+    assert not at.exception
+    assert at.error[0].value.startswith("Stopped: query stopped after 1 s")
+    at.text_area(key="sql_query").input("COPY (SELECT 'x' AS a) TO '.tmp/w.csv'")
+    at.button(key="sql_run").click().run()
+    assert at.error[0].value.startswith("Refused") and not Path(".tmp/w.csv").exists()
+    at.text_area(key="sql_query").input("SELECT count(*) AS n FROM distill.pairs")
+    at.button(key="sql_run").click().run()
+    assert frame(at, "sql_table")["n"].to_list() == [lake.read("distill/pairs").height]
+
+
 @pytest.mark.parametrize("page", list(PAGES))
 def test_empty_lake_names_the_command(page, tmp_path, monkeypatch):
     monkeypatch.setenv("NEXA_LAKE_ROOT", str(tmp_path / "empty"))

@@ -1,4 +1,5 @@
-"""SQL: read-only DuckDB over the lake views (external file access refused), results and CSV download."""
+"""SQL: read-only DuckDB over the lake views (external file access refused, time and memory capped), results and
+CSV download."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import duckdb
 import polars as pl
 import streamlit as st
 
-from nexa_resources.lake import SqlAccessError
+from nexa_resources.lake import SqlAccessError, SqlLimitError
 from nexa_ui import common, data
 
 st.title("SQL")
@@ -15,9 +16,11 @@ views = data.existing_tables()
 if not views:
     common.empty_state(["raw/prompts"], "the lake has no tables")
 else:
+    lake = data.lake()
     st.caption(
         "DuckDB over every lake table as a view `<layer>.<table>`, read-only: reading or writing files, "
-        "`ATTACH` and `INSTALL` are refused. Views: "
+        f"`ATTACH` and `INSTALL` are refused; a query may run {lake.sql_timeout_s:g} s and use "
+        f"{lake.sql_memory_limit} of memory. Views: "
         + ", ".join(f"`{name}` (v{version})" for name, version in views)
     )
     names = {name for name, _ in views}
@@ -34,6 +37,8 @@ else:
             st.session_state["sql_result"] = (query, result, None)
         except SqlAccessError as exc:
             st.session_state["sql_result"] = (query, None, f"Refused: {exc}")
+        except SqlLimitError as exc:
+            st.session_state["sql_result"] = (query, None, f"Stopped: {exc}")
         except (duckdb.Error, ValueError) as exc:
             st.session_state["sql_result"] = (query, None, f"Query failed: {exc}")
     ran, result, error = st.session_state["sql_result"]
