@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {name: agreement(judge, pairs) for name, judge in JUDGES.items()}
     print(f"{'kind':<20}" + "".join(f"{name:>16}" for name in results) + f"{'pairs':>8}")
     for kind in kinds:
-        row = "".join(f"{_share([r for r, p in zip(res, pairs) if p['kind'] == kind]):>16.2f}" for res in results.values())
+        row = "".join(
+            f"{_share([r for r, p in zip(res, pairs) if p['kind'] == kind]):>16.2f}" for res in results.values()
+        )
         print(f"{kind:<20}{row}{sum(p['kind'] == kind for p in pairs):>8}")
     for label, keep in (("overall", lambda p: True), ("held out", lambda p: p["holdout"])):
         row = "".join(f"{_share([r for r, p in zip(res, pairs) if keep(p)]):>16.2f}" for res in results.values())
@@ -104,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             if p["kind"] == args.show and not ok:
                 print(f"--- {p['id']}: {p['instruction']}\n{p['bad']}")
     main_result = results["structural-v2"]
+    again = agreement(judge_structural_batch, pairs)
+    same = sum(a == b for a, b in zip(again, main_result))
+    print(f"stability: structural-v2 is deterministic; a second run gives the same ranking on {same}/{len(pairs)} pairs")
     overall = _share(main_result)
     per_kind = {k: _share([r for r, p in zip(main_result, pairs) if p["kind"] == k]) for k in kinds}
     worst = min(per_kind, key=lambda k: (per_kind[k], k))

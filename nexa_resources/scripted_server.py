@@ -162,8 +162,10 @@ def answer_for(prompt: str) -> str:
                 f"{_number(prompt, 'dose', 2, 50)} mg/mL; keep untreated {topic[4]} as the control.",
                 f"2. Vary {topic[5]} and {topic[6]} while holding {t[1]} at {_number(prompt, 'temp', 15, 80)} °C "
                 f"for {_number(prompt, 'hours', 2, 72)} h.",
-                f"3. Measure {t[2]} and {t[3]} of the {topic[7]} every {_number(prompt, 'minutes', 5, 60)} min by {t[4]}.",
-                f"4. Confirm with {t[5]} and {t[8]} as a second readout of {topic[8]}, calibrated against {t[6]} standards.",
+                f"3. Measure {t[2]} and {t[3]} of the {topic[7]} every {_number(prompt, 'minutes', 5, 60)} min "
+                f"by {t[4]}.",
+                f"4. Confirm with {t[5]} and {t[8]} as a second readout of {topic[8]}, calibrated against "
+                f"{t[6]} standards.",
                 f"5. Compare conditions, blocked by {t[9]} batch and {t[10]} drift, with a one-way ANOVA over "
                 f"{_number(prompt, 'reps', 3, 6)} independent replicates.",
             ]

@@ -7,10 +7,13 @@ import re
 from pathlib import Path
 from statistics import mean
 
+import polars as pl
 import pytest
 
-from nexa_assets.distill.filters import parse_hypotheses
+from nexa_assets.distill.filters import FilterConfig, parse_hypotheses
+from nexa_assets.distill.pairs import GateConfig, evaluate_pairs
 from nexa_assets.distill.task import templates
+from nexa_assets.evaluate.scoring import judge_per_model
 from nexa_assets.evaluate.shared_answers import shared_prompt_counts
 from nexa_assets.evaluate.structural_judge import distinct_items, judge_structural, judge_structural_batch
 from test_distill_filters import GOOD_HYPOTHESIS, GOOD_METHODOLOGY
@@ -152,3 +155,48 @@ def test_invented_data_stated_as_fact_loses_hallucination_safety():
 def test_shared_threshold_is_checked(threshold):
     with pytest.raises(ValueError, match="must be in"):
         shared_prompt_counts([], threshold=threshold)
+
+
+# --- the two places that judge pass each model's other answers as the corpus ------------------------------
+
+
+def _recording_judge(calls: list):
+    def judge(items, corpus):
+        calls.append(([i["answer"] for i in items], [c["answer"] for c in corpus]))
+        return judge_structural_batch(items, corpus)
+
+    return judge
+
+
+def test_eval_scores_judge_one_model_at_a_time_against_its_own_earlier_answers():
+    prompts = pl.DataFrame(
+        [{"prompt_id": f"p{n}", "instruction": r["instruction"], "context": r["context"]} for n, r in enumerate(SEEDS[:3])]
+    )
+    fixed = FIXED[SEEDS[0]["task_type"]].format(topic="x")
+
+    def prediction(model: str, n: int, answer: str) -> dict:
+        return {"model_id": model, "prompt_id": f"p{n}", "prediction": answer, "task_type": SEEDS[n]["task_type"],
+                "finish_reason": "stop", "error": None}
+
+    everything = pl.DataFrame(
+        [prediction("lazy", n, fixed) for n in range(3)] + [prediction("other", n, f"answer {n}") for n in range(3)]
+    )
+    new = everything.filter((pl.col("prompt_id") == "p2") | (pl.col("model_id") == "other"))
+    calls: list = []
+    verdicts = judge_per_model(_recording_judge(calls), new, prompts, everything)
+    assert len(verdicts) == new.height
+    assert calls[0] == ([fixed], [fixed, fixed])  # "lazy": p2 now, p0 and p1 judged before
+    assert calls[1] == (["answer 0", "answer 1", "answer 2"], [])
+    assert "near-identical answers were given to 2 other prompts" in verdicts[0].lacking["correctness"]
+
+
+def test_distill_pairs_judge_new_completions_against_the_passed_anchors():
+    row = {"request_id": "r", "prompt_id": "p", "domain": "biology", "task_type": "hypothesis",
+           "instruction": HYPOTHESIS_INSTRUCTION, "context": None, "completion": GOOD_HYPOTHESIS,
+           "finish_reason": "stop", "completion_tokens": 200}
+    anchor = {**row, "request_id": "a", "prompt_id": "q", "instruction": "Propose hypotheses about soil fungi.",
+              "completion": GOOD_METHODOLOGY}
+    calls: list = []
+    evaluate_pairs([row], filters=FilterConfig(), gate=GateConfig(), judge=_recording_judge(calls),
+                   judge_model="structural-v2", rubric_version="v2", anchors=[anchor])
+    assert calls == [([GOOD_HYPOTHESIS], [GOOD_METHODOLOGY])]

@@ -100,7 +100,8 @@ def _examples() -> tuple[tuple[frozenset[str], frozenset[str], frozenset[tuple[s
         text = templates().texts[f"example_{task_type}"]
         head, _, answer = text.partition("\n---\n")
         task = next((line.split(":", 1)[1] for line in head.splitlines() if line.startswith("Task:")), head)
-        out.append((frozenset(stems(task) - GENERIC), frozenset(stems(text) - GENERIC), frozenset(shingles(tokens(answer)))))
+        topic = frozenset(stems(text) - GENERIC)
+        out.append((frozenset(stems(task) - GENERIC), topic, frozenset(shingles(tokens(answer)))))
     return tuple(out)
 
 

@@ -68,7 +68,8 @@ CONTEXT_USED, CONTEXT_TOUCHED = 0.35, 0.2
 EXAMPLE_WORDS, EXAMPLE_SHARE = 6, 0.25
 # A sentence framed as a prediction, condition or test may carry numbers; one without states them as fact.
 _FRAMED = re.compile(
-    r"(?i)\b(?:predict\w*|expect\w*|control\w*|baseline|would|will|could|may|might|should|if|whether|when|test\w*|falsif\w*|"
+    r"(?i)\b(?:predict\w*|expect\w*|control\w*|baseline|would|will|could|may|might|should|if|whether|when|"
+    r"test\w*|falsif\w*|"
     r"measur\w*|compar\w*|add\w*|vary\w*|varied|rais\w*|lower\w*|above|below|exceed\w*|between|from\s+\S+\s+to|"
     r"at\s+least|at\s+most|more\s+than|less\s+than|up\s+to|under|over|after|before|within|until|range\w*)\b"
 )
