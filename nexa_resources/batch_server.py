@@ -3,7 +3,7 @@
 `transformers serve` answers the local model one token step per request on a CPU (25–31 tokens/s on
 2 cores, measured); one `generate` call over many requests shares each step's fixed cost, so the same
 CPU writes 2–3× more tokens per second. Requests that arrive within `gather_ms` of each other (for at most
-2 s) and share their sampling settings form one batch, up to `max_batch`.
+5 s) and share their sampling settings form one batch, up to `max_batch`.
 
 Weights run in float32 on a CPU: bfloat16 matrix products without AVX512-BF16 are ~100× slower
 (0.3 vs 46 GFLOPS measured on this project's 2-core machine). A request's `seed` seeds the batch it
@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MAX_BATCH = 64
-DEFAULT_GATHER_MS = 100  # a batch closes once no request arrived for this long ...
-MAX_GATHER_S = 2.0  # ... or this long after it started gathering
+DEFAULT_GATHER_MS = 500  # a batch closes once no request arrived for this long ...
+MAX_GATHER_S = 5.0  # ... or this long after it started gathering
 # Prompts that start with this many identical tokens share one computed prefix (system prompt + examples).
 MIN_SHARED_PREFIX = 64
+COMPACT_EVERY = 8  # drop finished rows from the batch once 1/8 of it has finished
 
 
 @dataclass
@@ -159,12 +160,13 @@ class BatchGenerator:
         self, cache: Any, prefix_mask: Any, ids: Any, suffix_mask: Any, positions: Any, temperature: float,
         top_p: float, max_tokens: int, repetition_penalty: float = 1.0,
     ) -> list[list[int]]:
-        """Token ids per row, up to and including EOS. A finished row leaves the batch (its KV cache rows are
-        dropped), so each step costs only the rows still writing; `generate` would carry them to the end.
+        """Token ids per row, up to and including EOS. Finished rows leave the batch (their KV cache rows are
+        dropped, COMPACT_EVERY), so each step costs about the rows still writing; `generate` would carry them to the end.
         `repetition_penalty` (as in transformers, over the answer's own tokens) divides a positive logit of a
         token already written by it and multiplies a negative one."""
         torch, eos = self.torch, self.tokenizer.eos_token_id
         out: list[list[int]] = [[] for _ in range(ids.shape[0])]
+        done = [False] * ids.shape[0]
         active = torch.arange(ids.shape[0], device=ids.device)
         mask = torch.cat([prefix_mask, suffix_mask], dim=1)
         logits = self.model(
@@ -183,11 +185,15 @@ class BatchGenerator:
             if seen is not None:
                 seen[torch.arange(chosen.numel(), device=chosen.device), chosen] = True
             for row, token in zip(active.tolist(), chosen.tolist()):
-                out[row].append(token)
-            running = (chosen != eos).nonzero(as_tuple=True)[0]
+                if not done[row]:
+                    out[row].append(token)
+                    done[row] = token == eos
+            running = torch.tensor([not done[row] for row in active.tolist()], device=ids.device).nonzero(as_tuple=True)[0]
             if running.numel() == 0 or step == max_tokens - 1:
                 break
-            if running.numel() < active.numel():
+            # Dropping finished rows copies the whole cache, which costs about what a row costs in ~10 steps:
+            # finished rows ride along (their tokens are ignored) until an eighth of the batch has finished.
+            if (active.numel() - running.numel()) * COMPACT_EVERY >= active.numel():
                 cache.batch_select_indices(running)
                 active, mask, chosen, position = active[running], mask[running], chosen[running], position[running]
                 seen = seen[running] if seen is not None else None
