@@ -245,7 +245,7 @@ def test_error_rate_over_the_limit_fails_the_run_and_keeps_the_rows(srv, raw_lak
     assert not result.success
     [failure] = result.get_step_failure_events()
     message = failure.event_specific_data.error.message
-    assert "10 of 10 teacher requests failed" in message and "HTTP 500 ×10" in message, message
+    assert "10 of 10 teacher requests hold an error" in message and "HTTP 500 ×10" in message, message
     assert checks(result) == {"error_rate": False}
     table = raw_lake.read("distill/completions")
     assert table.height == 10
@@ -255,8 +255,29 @@ def test_error_rate_over_the_limit_fails_the_run_and_keeps_the_rows(srv, raw_lak
 
     # The exception raised to a caller is the same Failure.
     srv.control(reset=True, fault_rate=1.0, faults=["429"], retry_after_s=0.01)
-    with pytest.raises(dg.Failure, match=r"10 of 10 teacher requests failed .*HTTP 429"):
+    with pytest.raises(dg.Failure, match=r"10 of 10 teacher requests hold an error .*HTTP 429"):
         materialize([distill_completions], raw_lake, t, completions={"max_prompts": 10})
+
+
+def test_error_rate_is_the_tables_not_the_retry_runs(srv, raw_lake):
+    """Retrying a few failed rows that fail again must not fail a table that is mostly answered."""
+    n, rate = 20, 0.15
+    t = teacher(srv, max_retries=0, max_error_rate=0.2)
+    fps = [fp(r) for r in planned_requests(raw_lake, t, n)]
+    seed = next(s for s in range(500) if 1 <= sum(_faulted(s, f, 1, rate) for f in fps) <= 3)
+    srv.control(fault_rate=rate, faults=["500"], seed=seed)
+    first = materialize([distill_completions], raw_lake, t, completions={"max_prompts": n})
+    assert first.success
+    failed = raw_lake.read("distill/completions")["error"].is_not_null().sum()
+    assert 1 <= failed <= 3
+
+    srv.control(reset=True, fault_rate=1.0, faults=["500"])  # every retry fails again: 100% of this run
+    again = materialize([distill_completions], raw_lake, t, completions={"max_prompts": n})
+    assert again.success and checks(again) == {"error_rate": True}
+    meta = metadata(again, "distill/completions")
+    assert meta["requests_sent"] == failed and meta["errors"] == failed
+    check = again.get_asset_check_evaluations()[0].metadata
+    assert check["failed_in_table"].value == failed and check["error_rate"].value == round(failed / n, 4)
 
 
 _CRASH_SCRIPT = textwrap.dedent(

@@ -166,18 +166,30 @@ def distill_completions(
             "preview": preview(mine, ["prompt_id", "finish_reason", "completion_tokens", "latency_ms", "completion"]),
         },
     )
-    passed = stats.error_rate <= teacher.max_error_rate
+    # Judged on the table, not on this run: a re-run that retries 4 failed rows of 64 and fails 1 again
+    # leaves 1 error in 64, whatever share of the 4 sent it was.
+    failed = int(mine["error"].is_not_null().sum()) if mine.height else 0
+    error_rate = failed / len(requests) if requests else 0.0
+    passed = error_rate <= teacher.max_error_rate
     yield dg.AssetCheckResult(
         asset_key=COMPLETIONS,
         check_name="error_rate",
         passed=passed,
-        metadata={"error_rate": round(stats.error_rate, 4), "limit": teacher.max_error_rate, "sent": stats.done},
+        metadata={
+            "error_rate": round(error_rate, 4),
+            "limit": teacher.max_error_rate,
+            "requests": len(requests),
+            "failed_in_table": failed,
+            "sent_this_run": stats.done,
+            "failed_this_run": stats.errors,
+        },
     )
     if not passed:
-        top = ", ".join(f"{k} ×{n}" for k, n in stats.error_kinds.most_common(3))
+        top = ", ".join(f"{k} ×{n}" for k, n in stats.error_kinds.most_common(3)) or "see the error column"
         raise dg.Failure(
-            f"{stats.errors} of {stats.done} teacher requests failed ({stats.error_rate:.0%} > limit "
-            f"{teacher.max_error_rate:.0%}): {top}. Their rows are recorded with the error; re-run to retry them.",
+            f"{failed} of {len(requests)} teacher requests hold an error in distill/completions ({error_rate:.0%} > "
+            f"limit {teacher.max_error_rate:.0%}); this run sent {stats.done}, {stats.errors} failed: {top}. "
+            "Their rows are recorded with the error; re-run to retry them.",
         )
 
 
