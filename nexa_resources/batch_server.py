@@ -15,6 +15,7 @@ lands in (the smallest seed of the batch), so answers are reproducible for the s
 from __future__ import annotations
 
 import argparse
+import functools
 import asyncio
 import inspect
 import json
@@ -29,6 +30,7 @@ DEFAULT_GATHER_MS = 500  # a batch closes once no request arrived for this long 
 MAX_GATHER_S = 5.0  # ... or this long after it started gathering
 # Prompts that start with this many identical tokens share one computed prefix (system prompt + examples).
 MIN_SHARED_PREFIX = 64
+TOP_P_CANDIDATES = 1024
 COMPACT_EVERY = 8  # drop finished rows from the batch once 1/8 of it has finished
 
 
@@ -87,7 +89,7 @@ class BatchGenerator:
         if seed is not None:
             torch.manual_seed(seed)
         with torch.no_grad():
-            cache, mask, suffix, suffix_mask, positions = self._prefill_inputs(ids)
+            cache, mask, suffix, suffix_mask, positions = self._prefill_inputs(ids, max_tokens)
             rows = self._decode(
                 cache, mask, suffix, suffix_mask, positions, temperature, top_p, max_tokens, repetition_penalty
             )
@@ -104,7 +106,7 @@ class BatchGenerator:
             )
         return answers
 
-    def _prefill_inputs(self, ids: list[list[int]]) -> tuple[Any, Any, Any, Any, Any]:
+    def _prefill_inputs(self, ids: list[list[int]], max_tokens: int) -> tuple[Any, Any, Any, Any, Any]:
         """A KV cache holding each row's shared prefix, computed once per group of rows that share it, and the
         rest of every prompt (left-padded) to run on top of it.
 
@@ -128,6 +130,8 @@ class BatchGenerator:
                 self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True, **{self.cache_arg: kv})
             per_group.append(kv)
         row_group = torch.tensor([by_row[i][0] for i in range(len(ids))], device=self.device)
+        suffixes = [row[by_row[i][1]:] for i, row in enumerate(ids)]
+        longest = max(len(x) for x in suffixes)
         cache = DynamicCache()
         for layer in range(self.model.config.num_hidden_layers):
             padded = []
@@ -137,9 +141,7 @@ class BatchGenerator:
                 padded.append((torch.cat([fill, k], dim=2), torch.cat([fill, v], dim=2)))
             keys = torch.cat([k for k, _ in padded]).index_select(0, row_group)
             values = torch.cat([v for _, v in padded]).index_select(0, row_group)
-            cache.update(keys, values, layer)
-        suffixes = [row[by_row[i][1]:] for i, row in enumerate(ids)]
-        longest = max(len(x) for x in suffixes)
+            cache.layers.append(_growing_layer()(keys, values, room=longest + max_tokens))
         suffix = torch.tensor([[pad] * (longest - len(x)) + x for x in suffixes], device=self.device)
         suffix_mask = torch.tensor([[0] * (longest - len(x)) + [1] * len(x) for x in suffixes], device=self.device)
         prefix_mask = torch.tensor(
@@ -206,6 +208,50 @@ class BatchGenerator:
         return out
 
 
+@functools.cache
+def _growing_layer() -> type:
+    """A transformers KV cache layer that writes each step's keys and values into room allocated up front.
+
+    DynamicLayer concatenates the whole cache with the new token at every step: for 64 rows of ~700
+    positions that copy moved more bytes per step than the model's weights.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def __init__(self, keys: Any, values: Any, room: int) -> None:
+            super().__init__()
+            batch, heads, length, dim = keys.shape
+            self.device, self.length, self.is_initialized = keys.device, length, True
+            self._keys = keys.new_empty((batch, heads, length + room, dim))
+            self._values = values.new_empty((batch, heads, length + room, dim))
+            self._keys[:, :, :length] = keys
+            self._values[:, :, :length] = values
+            self._view()
+
+        def _view(self) -> None:
+            self.keys = self._keys[:, :, : self.length]
+            self.values = self._values[:, :, : self.length]
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            end = self.length + key_states.shape[-2]
+            if end > self._keys.shape[2]:
+                raise RuntimeError(f"KV cache room exhausted: {end} > {self._keys.shape[2]} positions")
+            self._keys[:, :, self.length : end] = key_states
+            self._values[:, :, self.length : end] = value_states
+            self.length = end
+            self._view()
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+        def batch_select_indices(self, indices: Any) -> None:
+            self._keys, self._values = self._keys[indices], self._values[indices]
+            self._view()
+
+    return GrowingLayer
+
+
 def _prefix_groups(ids: list[list[int]], min_shared: int) -> list[tuple[list[int], list[int]]]:
     """(shared prefix, row indices) groups: rows whose prompts start with the same `min_shared`+ tokens share
     their longest common prefix (always shorter than each row); the others form one group with no prefix."""
@@ -238,7 +284,11 @@ def _pick(torch: Any, logits: Any, temperature: float, top_p: float) -> Any:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # The nucleus almost always lies within the most likely few hundred tokens; sorting only those is
+        # exact when they hold more than top_p of the mass (else the whole vocabulary is sorted).
+        sorted_probs, order = probs.topk(min(TOP_P_CANDIDATES, probs.shape[-1]), dim=-1)
+        if not bool((sorted_probs.sum(dim=-1) > top_p).all()):
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
         outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
         sorted_probs = sorted_probs.masked_fill(outside, 0.0)
         return order.gather(-1, torch.multinomial(sorted_probs, 1)).squeeze(-1)
@@ -254,6 +304,7 @@ class BatchApp:
         self.queue: asyncio.Queue[_Pending] | None = None
         self.worker: asyncio.Task[None] | None = None
         self.batches = 0
+        self.batch_sizes: list[int] = []  # of the last 100 batches, for /health
 
     async def _run(self) -> None:
         assert self.queue is not None
@@ -292,6 +343,7 @@ class BatchApp:
                         p.future.set_exception(exc)
                 continue
             self.batches += 1
+            self.batch_sizes = [*self.batch_sizes[-99:], len(batch)]
             for p, answer in zip(batch, answers):
                 if not p.future.done():
                     p.future.set_result(answer)
@@ -306,7 +358,7 @@ class BatchApp:
         if method == "POST" and path in ("/v1/chat/completions", "/chat/completions"):
             await self._chat(receive, send)
         elif method == "GET" and path == "/health":
-            await _send(send, 200, {"status": "ok", "batches": self.batches})
+            await _send(send, 200, {"status": "ok", "batches": self.batches, "batch_sizes": self.batch_sizes})
         elif method == "GET" and path in ("/v1/models", "/models"):
             await _send(send, 200, {"object": "list", "data": [{"id": self.model_name, "object": "model"}]})
         else:
