@@ -14,6 +14,7 @@ import polars as pl
 
 from nexa_jobs.train_plan import register as register_train_plan
 from nexa_resources.lake import LakeResource, SqlAccessError, SqlLimitError, parse_at
+from nexa_resources.run_worker import fail_dead_runs, worker_tags
 
 FORMATS = ("table", "csv", "json")
 
@@ -34,7 +35,10 @@ def _instance():
     if not os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.ephemeral()
     dagster_home()  # writes Nexa's dagster.yaml into a new DAGSTER_HOME
-    return dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.get()
+    for run_id in fail_dead_runs(instance, by="nexa materialize"):
+        print(f"run {run_id} was left STARTED by a worker that is gone (killed): marked failed", file=sys.stderr)
+    return instance
 
 
 def materialize(
@@ -61,7 +65,7 @@ def materialize(
         run_config=config,
         instance=_instance(),
         asset_selection=sorted(keys),
-        tags=tags,
+        tags={**worker_tags(), **(tags or {})},
         raise_on_error=False,
     )
 

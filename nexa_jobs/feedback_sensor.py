@@ -17,6 +17,7 @@ import dagster as dg
 
 from nexa_assets.rounds import FOCUS_TAG, ROUND_TAG, TRIGGER_TAG
 from nexa_jobs.catalog import OP_NAMES, ops_taking
+from nexa_resources.run_worker import fail_dead_runs
 
 WEAKNESSES = dg.AssetKey(["feedback", "weaknesses"])
 REFRESH_JOB = "refresh_job"
@@ -102,6 +103,9 @@ def _request(context: dg.SensorEvaluationContext, record: Any) -> tuple[int, dg.
     "refresh_job for the next round (run key feedback-round-<r>, tags nexa/round and nexa/focus_cells).",
 )
 def feedback_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    # A killed round would hold the nexa/trigger queue slot forever and stall the loop.
+    for run_id in fail_dead_runs(context.instance, by="feedback_sensor"):
+        context.log.warning(f"run {run_id} was left STARTED by a worker that is gone (killed): marked failed")
     if context.cursor:
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=WEAKNESSES, after_storage_id=int(context.cursor)), limit=_BATCH, ascending=True

@@ -16,6 +16,14 @@ run_queue:
   tag_concurrency_limits:
     - key: nexa/trigger
       limit: 1
+# The daemon fails runs stuck in STARTING (a run worker that never came up). It cannot see a STARTED run's
+# worker die under the default run launcher; `nexa materialize` and the feedback sensor fail those
+# (nexa_resources/run_worker.py).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 60
 """
 
 

@@ -31,6 +31,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import Field
 
+from nexa_resources.run_worker import tag_run_worker
 from nexa_resources.storage import storage_options_from_env
 from nexa_resources.tables import TABLES, TableSpec, table_spec
 
@@ -123,6 +124,10 @@ class LakeResource(dg.ConfigurableResource):
         default=DEFAULT_SQL_MEMORY_LIMIT,
         description=f"DuckDB memory_limit of user SQL, e.g. 512MB or 4GB (no spilling to disk); env {SQL_MEMORY_ENV}.",
     )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Every Nexa run uses the lake, so here a run records which process runs it (see run_worker).
+        tag_run_worker(context.instance, context.dagster_run)
 
     @classmethod
     def from_env(cls, root: str | None = None) -> LakeResource:

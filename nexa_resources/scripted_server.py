@@ -7,7 +7,8 @@ Endpoints:
     POST /v1/chat/completions  canned, deterministic chat.completion after `latency_ms`
     GET  /v1/models            one-model list
     GET  /health               {"status": "ok"}
-    GET  /stats                {"requests", "max_in_flight", "by_status", "by_fault", "fingerprints", "auth_headers"}
+    GET  /stats                {"requests", "max_in_flight", "by_status", "by_fault", "fingerprints", "answered",
+                                "auth_headers"}: fingerprints as requests arrive, answered once a 200 answer is sent
     POST /reset                clear stats and per-fingerprint attempt counters (config is kept)
     GET|POST /control          read / script behaviour, e.g. {"fault_rate": 0.2, "faults": ["429"]}
 
@@ -74,6 +75,7 @@ class Stats:
     by_status: Counter[str] = field(default_factory=Counter)
     by_fault: Counter[str] = field(default_factory=Counter)
     fingerprints: list[str] = field(default_factory=list)
+    answered: list[str] = field(default_factory=list)
     auth_headers: list[str] = field(default_factory=list)
     attempts: Counter[str] = field(default_factory=Counter)
 
@@ -85,6 +87,7 @@ class Stats:
             "by_status": dict(self.by_status),
             "by_fault": dict(self.by_fault),
             "fingerprints": list(self.fingerprints),
+            "answered": list(self.answered),
             "auth_headers": list(self.auth_headers),
         }
 
@@ -400,6 +403,7 @@ class ScriptedApp:
         if fault != "timeout":
             await after_latency()
         await self._send(send, 200, answer)
+        stats.answered.append(fp)
 
 
 async def _serve(host: str, port: int, latency_ms: int) -> None:

@@ -23,7 +23,10 @@ from nexa_assets.distill.task import messages as chat_messages
 from nexa_assets.raw.assets import raw_prompts
 from nexa_assets.sft.assets import sft_decontamination, sft_examples
 from nexa_assets.sft.package import EXAMPLE_SCHEMA, SftConfig, build_examples
+from nexa_jobs.cli import _instance as cli_instance
+from nexa_jobs.instance import dagster_home
 from nexa_resources.inputs import InputsResource
+from nexa_resources.journal import journal_dir
 from nexa_resources.judge import STRUCTURAL_JUDGE_ID, JudgeResource
 from nexa_resources.lake import LakeResource
 from nexa_resources.scripted_server import ScriptedServer, fingerprint
@@ -297,32 +300,37 @@ _CRASH_SCRIPT = textwrap.dedent(
                 base_url=base_url, model=model, api_key="sk-test", max_concurrency=4, worked_examples=0
             ),
         },
-        instance=dg.DagsterInstance.ephemeral(),
-        run_config={"ops": {"distill__completions": {"config": {"max_prompts": 60, "per_cell": None, "batch_size": 4}}}},
+        instance=dg.DagsterInstance.get(),  # DAGSTER_HOME
+        # No batch merge before the kill: every answer received is held in memory (and the journal).
+        run_config={"ops": {"distill__completions": {"config": {"max_prompts": 60, "per_cell": None, "batch_size": 1000}}}},
     )
     print("finished", flush=True)
     """
 )
 
 
-def test_killed_collection_resumes_without_paying_twice(srv, raw_lake, tmp_path):
-    n = 60
+def _kill_mid_collection(srv: ScriptedServer, lake: LakeResource, log: Path) -> set[str]:
+    """Run the crash script, hang every request after the first answers, kill -9 it; the fingerprints answered."""
     srv.control(latency_ms=100)
-    log = tmp_path / "child.log"
     with log.open("w") as out:
         child = subprocess.Popen(
-            [sys.executable, "-c", _CRASH_SCRIPT, raw_lake.root, srv.base_url, MODEL],
+            [sys.executable, "-c", _CRASH_SCRIPT, lake.root, srv.base_url, MODEL],
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "TQDM_DISABLE": "1"},
         )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and child.poll() is None:
-            if raw_lake.read("distill/completions", columns=["request_id"], missing_ok=True).height >= 8:
-                break
+        deadline = time.monotonic() + 60
+        while child.poll() is None and len(srv.stats()["answered"]) < 12 and time.monotonic() < deadline:
             time.sleep(0.02)
+        # From now on requests hang: the answers sent so far are all the child will receive.
+        srv.control(faults=["timeout"], fault_rate=1.0, timeout_sleep_s=30)
+        answered, settled = srv.stats()["answered"], time.monotonic()
+        while child.poll() is None and time.monotonic() - settled < 1.0:
+            time.sleep(0.1)
+            if srv.stats()["answered"] != answered:
+                answered, settled = srv.stats()["answered"], time.monotonic()
         assert child.poll() is None, f"child ended before the kill:\n{log.read_text()[-3000:]}"
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
@@ -331,26 +339,43 @@ def test_killed_collection_resumes_without_paying_twice(srv, raw_lake, tmp_path)
             child.kill()
             child.wait(10)
     assert child.returncode == -signal.SIGKILL
+    assert len(answered) == len(set(answered)) >= 12
+    return set(answered)
 
-    survived = set(raw_lake.read("distill/completions")["request_id"])
-    assert 8 <= len(survived) < n
-    time.sleep(0.3)  # let the server see everything the killed child had already sent
+
+def test_killed_collection_resends_only_what_was_in_flight(srv, raw_lake, tmp_path, monkeypatch):
+    """kill -9 mid-collection: the re-run sends no request whose answer had arrived, and the dead run is failed."""
+    n = 60
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    dagster_home()
+    answered = _kill_mid_collection(srv, raw_lake, tmp_path / "child.log")
+    assert not raw_lake.exists("distill/completions")  # nothing was merged: the answers live in the journal only
+    [killed] = dg.DagsterInstance.get().get_runs()
+    assert killed.status == dg.DagsterRunStatus.STARTED
+
+    instance = cli_instance()  # what `nexa materialize` does first
+    failed = instance.get_run_by_id(killed.run_id)
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    [failure] = [e for e in instance.all_logs(killed.run_id) if e.dagster_event_type == dg.DagsterEventType.RUN_FAILURE]
+    assert f"pid {killed.tags['nexa/worker_pid']}" in failure.message and "is gone" in failure.message
+
     srv.control(reset=True)
-
     t = teacher(srv, max_concurrency=4)
     requests = planned_requests(raw_lake, t, n)
-    missing = [r for r in requests if r["request_id"] not in survived]
     result = materialize([distill_completions], raw_lake, t, completions={"max_prompts": n})
     assert result.success
     sent = srv.stats()["fingerprints"]
-    assert len(sent) == len(set(sent)) == len(missing)
-    assert set(sent) == {fp(r) for r in missing}
+    assert set(sent).isdisjoint(answered)
+    assert len(sent) == len(set(sent)) == n - len(answered)
+    assert set(sent) | answered == {fp(r) for r in requests}
     meta = metadata(result, "distill/completions")
-    assert meta["requests_cached"] == len(survived) and meta["requests_sent"] == len(missing)
+    assert meta["requests_cached"] == len(answered) and meta["requests_sent"] == n - len(answered)
     final = raw_lake.read("distill/completions")
-    assert final.height == n and final["request_id"].n_unique() == n
-    assert set(final["request_id"]) == {r["request_id"] for r in requests}
-    assert final["error"].null_count() == n
+    assert final.height == n and final["request_id"].n_unique() == n and final["error"].null_count() == n
+    assert set(final.filter(pl.col("run_id") == killed.run_id)["request_id"]) == {
+        r["request_id"] for r in requests if fp(r) in answered
+    }
+    assert list(journal_dir(raw_lake, "distill/completions").iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------- secrets

@@ -55,6 +55,7 @@ async def collect(
     model_id: str,
     price: tuple[float, float] | None,
     on_batch: Callable[[list[dict[str, Any]]], None],
+    on_row: Callable[[dict[str, Any]], None] | None = None,
     batch_size: int = 32,
     flush_every_s: float = 10.0,
     min_merge_interval_s: float = 1.0,
@@ -64,9 +65,10 @@ async def collect(
 ) -> CollectStats:
     """Send every request and hand finished rows to `on_batch` as they finish.
 
-    Rows are handed on once `batch_size` have finished (at most one merge per `min_merge_interval_s`)
-    or `flush_every_s` has passed, one merge at a time: a crash loses only the rows of the last second
-    or batch, and a re-run sends just those.
+    Each row goes to `on_row` (the write-ahead journal) the moment it arrives. Rows are handed on
+    once `batch_size` have finished (at most one merge per `min_merge_interval_s`) or `flush_every_s`
+    has passed, one merge at a time: without a journal a crash loses the rows of the last second or
+    batch; with one, only the requests in flight.
 
     Each request dict is a `task.teacher_request` (request_id, prompt_id, template_version, system_prompt,
     user_prompt, shots, regenerated_from, sample_index, worked_examples); each row handed on adds the answer, usage, latency, cost, attempts and error.
@@ -100,20 +102,21 @@ async def collect(
         async for key, result in client.stream(items, params):
             completion, error = parse_answer(result)
             cost = cost_usd(result.prompt_tokens, result.completion_tokens, price)
-            pending.append(
-                {
-                    **by_id[key],
-                    "teacher_model": model_id,
-                    "completion": completion,
-                    "finish_reason": result.finish_reason,
-                    "prompt_tokens": result.prompt_tokens,
-                    "completion_tokens": result.completion_tokens,
-                    "latency_ms": round(result.latency_ms, 1),
-                    "cost_usd": cost,
-                    "attempts": result.attempts,
-                    "error": error,
-                }
-            )
+            row = {
+                **by_id[key],
+                "teacher_model": model_id,
+                "completion": completion,
+                "finish_reason": result.finish_reason,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "latency_ms": round(result.latency_ms, 1),
+                "cost_usd": cost,
+                "attempts": result.attempts,
+                "error": error,
+            }
+            if on_row is not None:
+                on_row(row)
+            pending.append(row)
             stats.done += 1
             stats.prompt_tokens += result.prompt_tokens
             stats.completion_tokens += result.completion_tokens
