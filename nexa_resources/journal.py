@@ -21,11 +21,14 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from nexa_resources.lake import LakeResource, Lineage
+from nexa_resources.tables import table_spec
 
 JOURNAL_ENV = "NEXA_JOURNAL_DIR"
 _SUFFIX = ".jsonl"
@@ -92,6 +95,32 @@ class Journal:
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         os.write(self._fd, line.encode())
         os.fsync(self._fd)
+
+
+def recover_into(lake: LakeResource, table: str, schema: Mapping[str, pl.DataType]) -> int:
+    """Merge into `table` the journaled rows of earlier runs that it lacks or holds only as an error.
+
+    Rows already answered in the table stay untouched (same lineage, no commit). Returns the rows read.
+    """
+    return recover(journal_dir(lake, table), lambda rows, lineage: merge_unanswered(lake, table, schema, rows, lineage))
+
+
+def merge_unanswered(
+    lake: LakeResource, table: str, schema: Mapping[str, pl.DataType], rows: list[dict[str, Any]], lineage: Lineage
+) -> None:
+    """Merge the `rows` whose key `table` lacks, or holds with an error where the row has none."""
+    keys = list(table_spec(table).keys)
+    frame = pl.DataFrame(rows, schema=schema)
+    existing = lake.read(table, columns=[*keys, "error"], missing_ok=True)
+    if existing.height:
+        answered = existing.filter(pl.col("error").is_null()).select(keys)
+        failed = existing.filter(pl.col("error").is_not_null()).select(keys)
+        frame = pl.concat([
+            frame.join(existing.select(keys), on=keys, how="anti"),
+            frame.filter(pl.col("error").is_null()).join(failed, on=keys, how="semi").join(answered, on=keys, how="anti"),
+        ])
+    if frame.height:
+        lake.write(table, frame, mode="merge", lineage=lineage)
 
 
 def recover(folder: Path, merge: Callable[[list[dict[str, Any]], Lineage], None]) -> int:

@@ -1,4 +1,5 @@
-"""What a kill -9 leaves behind: the answer journal's recovery, and runs whose worker process is gone.
+"""What a kill -9 leaves behind: the answer journal's recovery (teacher and eval answers), and runs whose
+worker process is gone.
 
 The end-to-end kill is tests/test_distill_assets.py::test_killed_collection_resends_only_what_was_in_flight.
 """
@@ -14,9 +15,14 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from nexa_assets.distill.assets import COMPLETION_SCHEMA, merge_recovered
-from nexa_resources.journal import JOURNAL_ENV, Journal, journal_dir, recover
+from nexa_assets.distill.assets import COMPLETION_SCHEMA
+from nexa_assets.evaluate.assets import _answer, _client_maker
+from nexa_assets.evaluate.predict import predict
+from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA
+from nexa_assets.taxonomy import TASK_TYPES
+from nexa_resources.journal import JOURNAL_ENV, Journal, journal_dir, recover_into
 from nexa_resources.lake import LakeResource, Lineage
+from nexa_resources.llm_client import ChatClient, SamplingParams, run_sync
 from nexa_resources.run_worker import HOST_TAG, PID_TAG, START_TAG, fail_dead_runs, worker_tags
 
 TABLE = "distill/completions"
@@ -28,7 +34,7 @@ def _row(request_id: str, completion: str | None = "an answer", error: str | Non
 
 
 def _recover(lake: LakeResource) -> int:
-    return recover(journal_dir(lake, TABLE), lambda rows, lineage: merge_recovered(lake, rows, lineage))
+    return recover_into(lake, TABLE, COMPLETION_SCHEMA)
 
 
 @pytest.fixture()
@@ -111,3 +117,38 @@ def test_runs_whose_worker_is_gone_are_failed_and_only_those():
         untagged: dg.DagsterRunStatus.STARTED,
     }
     assert fail_dead_runs(instance, by="a test") == []
+
+
+def _eval_prompts(n: int) -> pl.DataFrame:
+    rows = [
+        {"prompt_id": f"ep-{i}", "domain": "physics", "task_type": TASK_TYPES[i % len(TASK_TYPES)],
+         "instruction": f"Eval question number {i} about heat flow in thin films.", "context": None,
+         "source": "test", "origin": "seed", "eval_set": "es-test"}
+        for i in range(n)
+    ]
+    return pl.DataFrame(rows, schema=EVAL_PROMPT_SCHEMA)
+
+
+def test_eval_answers_a_killed_run_received_are_not_asked_again(srv, tmp_path):
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    prompts, params = _eval_prompts(10), SamplingParams()
+
+    def client() -> ChatClient:
+        return ChatClient(base_url=srv.base_url, model="ext-model", api_key="sk-test", max_concurrency=2)
+
+    # What a run killed after 4 answers leaves: those answers in its journal, nothing in the table.
+    killed = Journal.open(journal_dir(lake, "eval/predictions"), Lineage(run_id="run-killed"))
+    run_sync(lambda: predict(prompts.head(4), client(), params, model_id="ext-model", model_kind="external",
+                             checkpoint_id=None, on_row=killed.append, progress=False))
+    killed.close()
+    first = set(srv.stats()["answered"])
+    srv.reset()
+
+    stats = _answer(dg.build_asset_context(), lake, prompts, lambda: _client_maker(lambda _: client()), params,
+                    model_id="ext-model", model_kind="external", checkpoint_id=None, lineage=Lineage(run_id="run-next"))
+    sent = srv.stats()["fingerprints"]
+    assert stats["sent"] == 6 and stats["answered"] == 10
+    assert len(sent) == 6 and set(sent).isdisjoint(first)
+    table = lake.read("eval/predictions")
+    assert table.height == 10 and table.filter(pl.col("run_id") == "run-killed").height == 4
+    assert list(journal_dir(lake, "eval/predictions").iterdir()) == []

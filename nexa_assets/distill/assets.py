@@ -19,7 +19,7 @@ from nexa_assets.distill.task import (
 )
 from nexa_assets.metadata import counts, preview
 from nexa_assets.rounds import resolve_round, round_field
-from nexa_resources.journal import Journal, journal_dir, recover
+from nexa_resources.journal import Journal, journal_dir, recover_into
 from nexa_resources.judge import JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import run_sync
@@ -78,10 +78,9 @@ def collect_into_lake(
     Each answer is journaled as it arrives; answers a killed run journaled are merged first, so a
     re-run sends only what was in flight when it died.
     """
-    folder = journal_dir(lake, "distill/completions")
-    recovered = recover(folder, lambda rows, by: merge_recovered(lake, rows, by))
+    recovered = recover_into(lake, "distill/completions", COMPLETION_SCHEMA)
     if recovered:
-        context.log.info(f"recovered {recovered} teacher answers an interrupted run had received ({folder})")
+        context.log.info(f"recovered {recovered} teacher answers that an interrupted run had received")
     answered = lake.read("distill/completions", columns=["request_id", "error"], missing_ok=True)
     done = set(answered.filter(pl.col("error").is_null())["request_id"]) if not answered.is_empty() else set()
     pending = [r for r in requests if r["request_id"] not in done]
@@ -99,7 +98,7 @@ def collect_into_lake(
         journal.append({name: row.get(name) for name in COMPLETION_SCHEMA})
 
     client = teacher.client(context.log)
-    with Journal.open(folder, lineage) as journal:
+    with Journal.open(journal_dir(lake, "distill/completions"), lineage) as journal:
         stats = run_sync(
             lambda: collect(
                 pending,
@@ -115,19 +114,6 @@ def collect_into_lake(
         )
         journal.discard()
     return cached, stats
-
-
-def merge_recovered(lake: LakeResource, rows: list[dict[str, Any]], lineage: Lineage) -> None:
-    """Merge journaled answers the table lacks, or holds only as an error; rows already answered stay untouched."""
-    table = lake.read("distill/completions", columns=["request_id", "error"], missing_ok=True)
-    present = set(table["request_id"]) if table.height else set()
-    answered = set(table.filter(pl.col("error").is_null())["request_id"]) if table.height else set()
-    new = [
-        r for r in rows
-        if r["request_id"] not in present or (r["request_id"] not in answered and r.get("error") is None)
-    ]
-    if new:
-        lake.write("distill/completions", _completion_frame(new), mode="merge", lineage=lineage)
 
 
 def _completion_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:

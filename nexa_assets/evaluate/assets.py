@@ -14,12 +14,13 @@ from nexa_assets.distill.task import worked_example
 from nexa_assets.evaluate.predict import eval_set_hash, pending_prompts, predict
 from nexa_assets.evaluate.report import cell_heatmap_markdown
 from nexa_assets.evaluate.rubric import load_rubric
-from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA
+from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA, PREDICTION_SCHEMA
 from nexa_assets.evaluate.stats import mean_ci
 from nexa_assets.evaluate.scoring import cell_metrics, judge_per_model, score_rows
 from nexa_assets.metadata import counts, markdown_table, preview
 from nexa_assets.rounds import resolve_round, round_field
 from nexa_assets.train.trainer import TrainError, resolve_source
+from nexa_resources.journal import Journal, journal_dir, recover_into
 from nexa_resources.judge import JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import ChatClient, SamplingParams, run_sync
@@ -191,33 +192,42 @@ def _answer(
     price: tuple[float, float] | None = None,
     shots: Any = None,
 ) -> dict[str, Any]:
-    """Answer the prompts this model has not answered yet and merge them; returns this model's stats."""
+    """Answer the prompts this model has not answered yet and merge them; returns this model's stats.
+
+    Answers are journaled as they arrive, and those an interrupted run received are merged first.
+    """
+    recovered = recover_into(lake, "eval/predictions", PREDICTION_SCHEMA)
+    if recovered:
+        context.log.info(f"recovered {recovered} eval answers that an interrupted run had received")
     answered = lake.read("eval/predictions", columns=["model_id", "prompt_id", "error"], missing_ok=True)
     todo = pending_prompts(prompts, answered, model_id)
     context.log.info(f"{model_id}: {prompts.height - todo.height} eval prompts answered before, {todo.height} to send")
     if todo.height:
-        with client_factory() as make_client:
+        with Journal.open(journal_dir(lake, "eval/predictions"), lineage) as journal:
+            with client_factory() as make_client:
 
-            async def answer_all() -> pl.DataFrame:
-                client = make_client()
-                try:
-                    return await predict(
-                        todo,
-                        client,
-                        params,
-                        model_id=model_id,
-                        model_kind=model_kind,
-                        checkpoint_id=checkpoint_id,
-                        model_label=model_label,
-                        shots=shots,
-                        price=price,
-                        log=context.log.info,
-                    )
-                finally:
-                    await client.aclose()  # in the loop that opened its connections
+                async def answer_all() -> pl.DataFrame:
+                    client = make_client()
+                    try:
+                        return await predict(
+                            todo,
+                            client,
+                            params,
+                            model_id=model_id,
+                            model_kind=model_kind,
+                            checkpoint_id=checkpoint_id,
+                            model_label=model_label,
+                            shots=shots,
+                            price=price,
+                            log=context.log.info,
+                            on_row=journal.append,
+                        )
+                    finally:
+                        await client.aclose()  # in the loop that opened its connections
 
-            rows = run_sync(answer_all)
-        lake.write("eval/predictions", rows, mode="merge", lineage=lineage)
+                rows = run_sync(answer_all)
+            lake.write("eval/predictions", rows, mode="merge", lineage=lineage)
+            journal.discard()
     mine = lake.read("eval/predictions").filter(
         (pl.col("model_id") == model_id) & pl.col("prompt_id").is_in(prompts["prompt_id"].implode())
     )

@@ -47,8 +47,11 @@ async def predict(
     log: Callable[[str], None] | None = None,
     log_every_s: float = 10.0,
     progress: bool = True,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> pl.DataFrame:
     """One PREDICTION_SCHEMA row per prompt: the answer with finish_reason and usage, or its error.
+
+    Each row goes to `on_row` (the write-ahead journal) the moment it arrives.
 
     `shots(task_type)` gives worked examples to put before the prompt (the teacher's own settings); a student
     is asked without any, exactly as it was trained."""
@@ -67,26 +70,27 @@ async def predict(
             text, error = parse_answer(result)
             row = by_id[pid]
             tokens += result.completion_tokens
-            rows.append(
-                {
-                    "model_id": model_id,
-                    "prompt_id": pid,
-                    "model_kind": model_kind,
-                    "model_label": model_label or model_id,
-                    "checkpoint_id": checkpoint_id,
-                    "domain": row["domain"],
-                    "task_type": row["task_type"],
-                    # An empty answer is still an answer to judge (it scores low), not a failed request.
-                    "prediction": text if text is not None else ("" if result.ok else None),
-                    "finish_reason": result.finish_reason,
-                    "prompt_tokens": result.prompt_tokens,
-                    "completion_tokens": result.completion_tokens,
-                    "latency_ms": result.latency_ms,
-                    "cost_usd": cost_usd(result.prompt_tokens, result.completion_tokens, price),
-                    "error": None if result.ok else error,
-                    "eval_set": row["eval_set"],
-                }
-            )
+            answer = {
+                "model_id": model_id,
+                "prompt_id": pid,
+                "model_kind": model_kind,
+                "model_label": model_label or model_id,
+                "checkpoint_id": checkpoint_id,
+                "domain": row["domain"],
+                "task_type": row["task_type"],
+                # An empty answer is still an answer to judge (it scores low), not a failed request.
+                "prediction": text if text is not None else ("" if result.ok else None),
+                "finish_reason": result.finish_reason,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "latency_ms": result.latency_ms,
+                "cost_usd": cost_usd(result.prompt_tokens, result.completion_tokens, price),
+                "error": None if result.ok else error,
+                "eval_set": row["eval_set"],
+            }
+            if on_row is not None:
+                on_row(answer)
+            rows.append(answer)
             bar.update(1)
             now = time.monotonic()
             if log is not None and (now - last_log >= log_every_s or len(rows) == len(items)):
