@@ -150,7 +150,14 @@ def _recover_one(path: Path, merge: Callable[[list[dict[str, Any]], Lineage], No
         with os.fdopen(os.dup(fd), "rb") as fh:
             header, rows = _parse(fh.read(), path)
         if rows:
-            merge(rows, Lineage(run_id=header["run_id"], round=int(header.get("round") or 0)))
+            try:
+                merge(rows, Lineage(run_id=header["run_id"], round=int(header.get("round") or 0)))
+            except Exception as exc:
+                raise RuntimeError(
+                    f"could not merge journal {path} ({len(rows)} answers an interrupted run received): {exc}. "
+                    f"Fix the cause and re-run, or move the file out of {path.parent} to drop them (they are "
+                    "then asked again)"
+                ) from exc
         path.unlink(missing_ok=True)
         return len(rows)
     finally:

@@ -62,8 +62,6 @@ def _alive(pid: int, start: str | None) -> bool:
     if stat is not None:
         state, started = stat
         return state not in ("Z", "X") and (start is None or start == started)
-    if Path("/proc/self/stat").exists():
-        return False  # Linux without /proc/<pid>: no such process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
