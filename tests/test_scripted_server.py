@@ -54,7 +54,7 @@ def test_stats_fingerprints_and_auth(srv: ScriptedServer) -> None:
     stats = srv.stats()
     assert stats["requests"] == 3 and stats["by_status"] == {"200": 3}
     expected = [fingerprint(MODEL, [{"role": "user", "content": t}]) for t in ("a", "b", "a")]
-    assert stats["fingerprints"] == expected
+    assert stats["fingerprints"] == stats["answered"] == expected
     assert stats["auth_headers"] == ["Bearer sk-test-key"]
 
 
@@ -66,7 +66,8 @@ def test_reset_clears_stats(srv: ScriptedServer) -> None:
     req = urllib.request.Request(srv.root_url + "/reset", data=b"", method="POST")
     with urllib.request.urlopen(req, timeout=5) as resp:
         assert resp.status == 200
-    empty = {"requests": 0, "max_in_flight": 0, "by_status": {}, "by_fault": {}, "fingerprints": [], "auth_headers": []}
+    empty = {"requests": 0, "max_in_flight": 0, "by_status": {}, "by_fault": {}, "fingerprints": [], "answered": [],
+             "auth_headers": []}
     assert srv.stats() == empty
     assert srv.control()["latency_ms"] == 5
 
