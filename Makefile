@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_UPDATE_CHECK := 1
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: setup demo test bench bench-efficacy clean-lake up down
+.PHONY: setup system-deps demo test bench bench-efficacy clean-lake up down
 
 setup: $(STAMP) $(SKY_STAMP)
 
@@ -38,7 +38,11 @@ demo: setup
 	mkdir -p .dagster_home
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(VENV)/bin/nexa demo
 
-test: setup
+# Debian's chromium for the dashboard's browser test: installed when missing (as root or via sudo).
+system-deps:
+	scripts/system-deps.sh
+
+test: setup system-deps
 	OMP_NUM_THREADS=1 $(PY) -m pytest
 
 # Dagster UI + daemon (DAGSTER_HOME=.dagster_home) and the Streamlit dashboard on 127.0.0.1; Ctrl-C stops both.
