@@ -11,6 +11,7 @@ from typing import Any
 
 import polars as pl
 
+from nexa_assets.evaluate.judge_costs import format_usd, judge_spend
 from nexa_assets.feedback.lift import format_change
 from nexa_assets.feedback.schema import WEAKNESS_SCHEMA
 from nexa_assets.feedback.weakness import largest_other_drop
@@ -89,7 +90,8 @@ def _lift_rows(weaknesses: pl.DataFrame) -> pl.DataFrame:
 def rounds_summary(lake: LakeResource) -> pl.DataFrame:
     """One row per round: checkpoint, weak (and clearly weak) cells, mean score, the focus cells' paired lift
     '+0.42 [+0.10, +0.74]' (95% interval), improved (interval above 0), the largest drop of another cell,
-    the stop reason, and the teacher's requests, tokens and $ spent in that round (distill.completions)."""
+    the stop reason, the teacher's requests, tokens and $ spent in that round (distill.completions), and the
+    judge's (distill.pairs and eval.scores; `judge_usd` "unknown" when a paid verdict has no known price)."""
     weaknesses = _weaknesses(lake)
     if weaknesses.is_empty():
         return pl.DataFrame()
@@ -129,9 +131,23 @@ def rounds_summary(lake: LakeResource) -> pl.DataFrame:
     )
     return (
         per_round.join(spend, on="round", how="left")
+        .join(_judge_by_round(lake), on="round", how="left")
         .join(bought, on="round", how="left")
         .with_columns(pl.col("stop_reason").fill_null("—"), pl.col("new_prompts").fill_null(0))
     )
+
+
+def _judge_by_round(lake: LakeResource) -> pl.DataFrame:
+    """Per round: judge requests paid, tokens, and $ as text ("unknown" when any paid verdict has no price)."""
+    spend = judge_spend(
+        lake.read("distill/pairs", missing_ok=True), lake.read("eval/scores", missing_ok=True)
+    ).group_by("round").agg(
+        pl.col("requests").sum().alias("judge_requests"),
+        (pl.col("prompt_tokens") + pl.col("completion_tokens")).sum().alias("judge_tokens"),
+        pl.when(pl.col("cost_usd").null_count() > 0).then(None).otherwise(pl.col("cost_usd").sum()).alias("usd"),
+    )
+    usd = [format_usd(v) for v in spend["usd"].to_list()]
+    return spend.with_columns(pl.Series("judge_usd", usd, dtype=pl.String)).drop("usd")
 
 
 def stage_seconds(instance: Any, rounds: list[dict[str, Any]], stages: Mapping[str, str]) -> pl.DataFrame:

@@ -1,27 +1,71 @@
 """The judge behind one interface: the offline structural judge (default) or an LLM judge over the
-same OpenAI-compatible client as the teacher. Both score the versioned rubric of DESIGN §5."""
+same OpenAI-compatible client as the teacher. Both score the versioned rubric of DESIGN §5.
+
+The LLM judge's answers are cached in the lake (eval/judge_requests, keyed by a hash of the judge model, the
+rubric messages and the sampling), so a pair judged again costs nothing, as a teacher request answered before.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import polars as pl
 from pydantic import Field
 
+from nexa_assets.distill.filters import is_refusal
+from nexa_assets.distill.task import cost_usd
 from nexa_assets.evaluate.rubric import (
     DEFAULT_RUBRIC,
     JudgeVerdict,
+    Rubric,
     format_judge_messages,
     load_rubric,
     parse_judge_answer,
 )
+from nexa_assets.evaluate.schema import JUDGE_REQUEST_SCHEMA
 from nexa_assets.evaluate.structural_judge import judge_structural_batch
-from nexa_resources.llm_client import run_sync
+from nexa_assets.text import content_hash
+from nexa_resources.lake import LakeResource, Lineage
+from nexa_resources.llm_client import ChatResult, run_sync
 from nexa_resources.teacher import Endpoint, _endpoint_env
 
 JUDGE_KINDS: tuple[str, ...] = ("structural", "llm")
 STRUCTURAL_JUDGE_ID = "structural-v2"
+JUDGE_REQUESTS = "eval/judge_requests"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+# The LLM judge when only an API key is given; the second when the teacher is the first (a model grading its own
+# answers favours them).
+DEFAULT_JUDGE_MODELS: tuple[str, str] = ("gpt-4.1-mini", "gpt-4o-mini")
+
+
+def default_judge_model(teacher_model: str) -> str:
+    """The default LLM judge: never the teacher's model."""
+    first, second = DEFAULT_JUDGE_MODELS
+    return second if teacher_model == first else first
+
+
+@dataclass
+class JudgeCache:
+    """The LLM judge's request cache: the lake table eval/judge_requests (JUDGE_REQUEST_SCHEMA)."""
+
+    lake: LakeResource
+    lineage: Lineage | None = None
+
+    def lookup(self, request_ids: set[str]) -> dict[str, dict[str, Any]]:
+        table = self.lake.read(JUDGE_REQUESTS, missing_ok=True)
+        if table.is_empty() or not request_ids:
+            return {}
+        found = table.filter(pl.col("request_id").is_in(list(request_ids)))
+        return {row["request_id"]: row for row in found.iter_rows(named=True)}
+
+    def store(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            frame = pl.DataFrame(rows, schema=JUDGE_REQUEST_SCHEMA)
+            self.lake.write(JUDGE_REQUESTS, frame, mode="merge", lineage=self.lineage)
 
 
 class JudgeResource(Endpoint):
@@ -34,8 +78,16 @@ class JudgeResource(Endpoint):
 
     @classmethod
     def from_env(cls) -> JudgeResource:
-        """NEXA_JUDGE (structural|llm), NEXA_JUDGE_BASE_URL, NEXA_JUDGE_MODEL, NEXA_JUDGE_API_KEY."""
-        return cls(kind=os.environ.get("NEXA_JUDGE", "structural"), **_endpoint_env("NEXA_JUDGE"))
+        """NEXA_JUDGE (structural|llm); unset, an API key (NEXA_JUDGE_API_KEY, else OPENAI_API_KEY) makes it `llm`
+        and none `structural`. NEXA_JUDGE_BASE_URL (OpenAI's when only a key is given), NEXA_JUDGE_MODEL (default:
+        gpt-4.1-mini, or gpt-4o-mini when NEXA_TEACHER_MODEL is gpt-4.1-mini)."""
+        settings = _endpoint_env("NEXA_JUDGE")
+        kind = os.environ.get("NEXA_JUDGE") or ("llm" if settings.get("api_key") else "structural")
+        if kind == "llm" and settings.get("api_key") and not settings["base_url"]:
+            settings["base_url"] = OPENAI_BASE_URL
+        if settings["base_url"] and not settings["model"]:
+            settings["model"] = default_judge_model(os.environ.get("NEXA_TEACHER_MODEL", ""))
+        return cls(kind=kind, **settings)
 
     def _check_kind(self) -> None:
         if self.kind not in JUDGE_KINDS:
@@ -50,40 +102,111 @@ class JudgeResource(Endpoint):
     def rubric_version(self) -> str:
         return load_rubric(self.rubric).version
 
+    def judge_price(self) -> tuple[float, float] | None:
+        """USD per 1M (input, output) tokens: 0 for the local model, None when the model has no known price."""
+        return (0.0, 0.0) if self.is_local else self.price()
+
+    def request_id(self, messages: Sequence[Mapping[str, str]]) -> str:
+        """The cache key of one judge request: the judge model, the rubric messages and the sampling."""
+        return content_hash(self.model_id, json.dumps(list(messages), sort_keys=True), self.sampling().fingerprint())
+
     def judge_many(
         self,
         items: Sequence[Mapping[str, Any]],
         log: Any = None,
         corpus: Sequence[Mapping[str, Any]] = (),
+        cache: JudgeCache | None = None,
     ) -> list[JudgeVerdict]:
-        """One verdict per item (keys task_type, instruction, context, answer, finish_reason).
+        """One verdict per item (keys task_type, instruction, context, answer, finish_reason; `owner`, the row
+        the verdict is for, decides which row carries a cached verdict's cost).
 
         `items` should be one model's answers: the structural judge lowers the correctness of an answer
         near-identical to answers of other prompts, in `items` or in `corpus` (that model's answers judged
-        before, same keys; only compared against, never judged). The LLM judge scores each answer alone.
+        before, same keys; only compared against, never judged). The LLM judge scores each answer alone,
+        asking only what `cache` has not answered before.
         """
         self._check_kind()
         if self.kind == "structural":
             return judge_structural_batch(items, corpus)
-        return run_sync(lambda: self._judge_llm(items, log))
+        return run_sync(lambda: self._judge_llm(items, log, cache))
 
-    async def _judge_llm(self, items: Sequence[Mapping[str, Any]], log: Any) -> list[JudgeVerdict]:
+    async def _judge_llm(
+        self, items: Sequence[Mapping[str, Any]], log: Any, cache: JudgeCache | None
+    ) -> list[JudgeVerdict]:
         rubric = load_rubric(self.rubric)
-        client = self.client(log)
-        requests = [
-            (
-                str(n),
-                format_judge_messages(rubric, i["task_type"], i["instruction"], i.get("context"), i["answer"]),
-            )
-            for n, i in enumerate(items)
+        messages = [
+            format_judge_messages(rubric, i["task_type"], i["instruction"], i.get("context"), i["answer"]) for i in items
         ]
-        verdicts: list[JudgeVerdict | None] = [None] * len(items)
+        ids = [self.request_id(m) for m in messages]
+        owners = [i.get("owner") for i in items]
+        cached = cache.lookup(set(ids)) if cache is not None else {}
+        pending: dict[str, list[dict[str, str]]] = {}
+        for rid, m in zip(ids, messages):
+            if rid not in cached:
+                pending.setdefault(rid, m)
+        if log is not None:
+            log.info(f"LLM judge {self.model_id}: {len(items)} verdicts, {len(set(ids)) - len(pending)} requests "
+                     f"from the cache, {len(pending)} to send")
+        results = await self._send(pending, log)
+        first_owner: dict[str, str | None] = {}
+        for rid, owner in zip(ids, owners):
+            first_owner.setdefault(rid, owner)
+        fresh = [self._cache_row(rid, first_owner[rid], r) for rid, r in results.items() if r.ok]
+        if cache is not None:
+            cache.store(fresh)
+        answered = {**cached, **{row["request_id"]: row for row in fresh}}
+        claimed: set[str] = set()
+        verdicts = []
+        for rid, owner in zip(ids, owners):
+            entry = answered.get(rid)
+            if entry is None:
+                verdicts.append(JudgeVerdict(None, {}, f"judge_error: {results[rid].error}"))
+                continue
+            paid = rid not in claimed and entry["owner"] == owner
+            if paid:
+                claimed.add(rid)
+            verdicts.append(_verdict(rubric, entry, paid))
+        return verdicts
+
+    async def _send(self, requests: Mapping[str, list[dict[str, str]]], log: Any) -> dict[str, ChatResult]:
+        if not requests:
+            return {}
+        client = self.client(log)
         try:
-            async for key, result in client.stream(requests, self.sampling()):
-                if result.error is not None:
-                    verdicts[int(key)] = JudgeVerdict(None, {}, f"judge_error: {result.error}")
-                else:
-                    verdicts[int(key)] = JudgeVerdict(*parse_judge_answer(rubric, result.content))
+            return {key: result async for key, result in client.stream(list(requests.items()), self.sampling())}
         finally:
             await client.aclose()
-        return [v if v is not None else JudgeVerdict(None, {}, "judge_error: no answer") for v in verdicts]
+
+    def _cache_row(self, rid: str, owner: str | None, result: ChatResult) -> dict[str, Any]:
+        price = self.judge_price()
+        return {
+            "request_id": rid,
+            "judge_model": self.model_id,
+            "owner": owner,
+            "content": result.content,
+            "refusal": result.refusal,
+            "finish_reason": result.finish_reason,
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "cost_usd": None if price is None else cost_usd(result.prompt_tokens, result.completion_tokens, price),
+            "latency_ms": result.latency_ms,
+            "attempts": result.attempts,
+        }
+
+
+def _verdict(rubric: Rubric, entry: Mapping[str, Any], paid: bool) -> JudgeVerdict:
+    """The verdict in a judge's answer; its tokens and $ only on the row that `paid` for it."""
+    cost: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+    if paid:
+        cost = {k: entry[k] for k in cost}
+    if entry["refusal"]:
+        return JudgeVerdict(None, {}, f"judge_refused: {_short(entry['refusal'])}", **cost)
+    scores, lacking, error = parse_judge_answer(rubric, entry["content"])
+    if scores is None and is_refusal(entry["content"]):
+        error = f"judge_refused: {_short(entry['content'])}"
+    return JudgeVerdict(scores, lacking, error, **cost)
+
+
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

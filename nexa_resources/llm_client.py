@@ -70,6 +70,7 @@ class ChatResult:
     attempts: int
     error: str | None = None
     status: int | None = None
+    refusal: str | None = None  # the model declined: OpenAI's message.refusal (content is then empty)
 
     @property
     def ok(self) -> bool:
@@ -413,6 +414,7 @@ def _parse_completion(data: Any, latency_ms: float, attempts: int) -> ChatResult
             completion_tokens=int(usage.get("completion_tokens") or 0),
             latency_ms=latency_ms,
             attempts=attempts,
+            refusal=choice["message"].get("refusal") or None,
         )
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise ValueError(f"not a chat.completion body ({type(exc).__name__}: {exc})") from None

@@ -13,10 +13,17 @@ Endpoints:
     GET|POST /control          read / script behaviour, e.g. {"fault_rate": 0.2, "faults": ["429"]}
 
 Control keys: latency_ms, fault_rate (0..1), faults (subset of FAULTS), retry_after_s, seed,
-timeout_sleep_s, fail_first_n, reset (restore the default config and clear stats before applying the rest).
+timeout_sleep_s, fail_first_n, verdict_fault_rate (0..1), verdict_faults (subset of VERDICT_FAULTS),
+reset (restore the default config and clear stats before applying the rest).
 Fault choice is deterministic: with `fail_first_n > 0` attempts 1..N of each fingerprint fail with
 `faults[(attempt - 1) % len(faults)]`; otherwise a request faults when a hash of (seed, fingerprint,
 attempt) falls below `fault_rate`, so the outcome never depends on arrival order under concurrency.
+
+Judge mode: a request whose system prompt asks for `{"scores": {"<metric>": <low-high>, …}, …}` (the rubric's
+judge prompt) gets a verdict JSON, its scores drawn from a hash of the request (`verdict_for`). A bad verdict
+is scripted like a fault, but fixed per request (a hash of seed and fingerprint against `verdict_fault_rate`):
+`unparsable` (prose without JSON), `refusal` (the API's `refusal` field, no content), `off_scale` (a score
+above the scale's maximum). Stats count verdicts by kind in `by_verdict`.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 FAULTS: tuple[str, ...] = ("429", "500", "timeout", "malformed", "drop", "length")
+VERDICT_FAULTS: tuple[str, ...] = ("unparsable", "refusal", "off_scale")
+# The line of the rubric's system prompt that names the metrics and the scale: "<metric>": <1-5>.
+_SCORE_SLOT = re.compile(r'"(\w+)": <(\d+)-(\d+)>')
 DEFAULT_MODEL = "scripted-teacher"
 
 Scope = dict[str, Any]
@@ -64,6 +74,8 @@ class Config:
     seed: int = 0
     timeout_sleep_s: float = 30.0
     fail_first_n: int = 0
+    verdict_fault_rate: float = 0.0
+    verdict_faults: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -78,6 +90,7 @@ class Stats:
     answered: list[str] = field(default_factory=list)
     auth_headers: list[str] = field(default_factory=list)
     attempts: Counter[str] = field(default_factory=Counter)
+    by_verdict: Counter[str] = field(default_factory=Counter)
 
     def as_json(self) -> dict[str, Any]:
         """The /stats payload."""
@@ -89,6 +102,7 @@ class Stats:
             "fingerprints": list(self.fingerprints),
             "answered": list(self.answered),
             "auth_headers": list(self.auth_headers),
+            "by_verdict": dict(self.by_verdict),
         }
 
 
@@ -176,6 +190,32 @@ def answer_for(prompt: str) -> str:
     return f"Echo: {prompt}"
 
 
+def rubric_slots(system_prompt: str) -> tuple[list[str], int, int] | None:
+    """(metrics, low, high) when the system prompt is a rubric judge prompt, else None."""
+    slots = _SCORE_SLOT.findall(system_prompt)
+    if not slots:
+        return None
+    return [m for m, _, _ in slots], int(slots[0][1]), int(slots[0][2])
+
+
+def verdict_for(metrics: list[str], low: int, high: int, answer: str) -> dict[str, Any]:
+    """The scripted judge's verdict on an answer: each score in the upper part of the scale (low + 2 .. high),
+    from a hash of the metric and the answer; every score below 4 gets a `lacking` phrase."""
+    top = max(low, min(high, low + 2))
+    scores = {m: _number(answer, f"verdict:{m}", top, high) for m in metrics}
+    lacking = {m: f"more concrete {m}" for m, v in scores.items() if v < 4}
+    return {"scores": scores, "lacking": lacking}
+
+
+def _bad_verdict(fault: str, metrics: list[str], high: int) -> tuple[str | None, str | None]:
+    """(content, refusal) of a scripted bad verdict."""
+    if fault == "refusal":
+        return None, "I can't help with grading this answer."
+    if fault == "off_scale":
+        return json.dumps({"scores": {m: high + 2 for m in metrics}, "lacking": {}}), None
+    return "The answer looks reasonable overall; I would rate it fairly well.", None
+
+
 def _json_bytes(obj: Any) -> bytes:
     """Compact JSON encoding."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -214,6 +254,30 @@ class ScriptedApp:
             return None
         return cfg.faults[int.from_bytes(h[8:12], "big") % len(cfg.faults)]
 
+    def _choose_verdict_fault(self, fp: str) -> str | None:
+        """The scripted bad verdict for this request, the same on every attempt."""
+        cfg = self.config
+        if not cfg.verdict_faults or cfg.verdict_fault_rate <= 0:
+            return None
+        h = hashlib.sha256(f"verdict:{cfg.seed}:{fp}".encode()).digest()
+        if int.from_bytes(h[:8], "big") / 2**64 >= cfg.verdict_fault_rate:
+            return None
+        return cfg.verdict_faults[int.from_bytes(h[8:12], "big") % len(cfg.verdict_faults)]
+
+    def _judge_answer(self, fp: str, messages: list[Any], prompt: str) -> tuple[str | None, str | None] | None:
+        """(content, refusal) when the request is a rubric judge prompt, else None."""
+        system = next((_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "system"), "")
+        slots = rubric_slots(system)
+        if slots is None:
+            return None
+        metrics, low, high = slots
+        fault = self._choose_verdict_fault(fp)
+        self.stats.by_verdict[fault or "ok"] += 1
+        if fault is not None:
+            return _bad_verdict(fault, metrics, high)
+        found = re.search(r"<answer>\n?(.*?)\n?</answer>", prompt, re.S)
+        return json.dumps(verdict_for(metrics, low, high, found.group(1) if found else prompt)), None
+
     def _apply_control(self, body: dict[str, Any]) -> None:
         """Validate and apply a /control payload (raises ValueError on bad input)."""
         known = {f.name for f in fields(Config)} | {"reset"}
@@ -225,12 +289,17 @@ class ScriptedApp:
             if not isinstance(faults, list) or any(str(f) not in FAULTS for f in faults):
                 raise ValueError(f"faults must be a list drawn from {list(FAULTS)}")
             body = {**body, "faults": [str(f) for f in faults]}
-        rate = body.get("fault_rate")
-        if rate is not None and not 0.0 <= float(rate) <= 1.0:
-            raise ValueError("fault_rate must be within 0..1")
+        bad = body.get("verdict_faults")
+        if bad is not None and (not isinstance(bad, list) or any(str(f) not in VERDICT_FAULTS for f in bad)):
+            raise ValueError(f"verdict_faults must be a list drawn from {list(VERDICT_FAULTS)}")
+        for key in ("fault_rate", "verdict_fault_rate"):
+            rate = body.get(key)
+            if rate is not None and not 0.0 <= float(rate) <= 1.0:
+                raise ValueError(f"{key} must be within 0..1")
         casts: dict[str, Callable[[Any], Any]] = {
             "latency_ms": int, "fault_rate": float, "retry_after_s": float,
             "seed": int, "timeout_sleep_s": float, "fail_first_n": int, "faults": list,
+            "verdict_fault_rate": float, "verdict_faults": lambda v: [str(f) for f in v],
         }
         updates = {key: cast(body[key]) for key, cast in casts.items() if key in body}  # all-or-nothing
         if body.get("reset"):
@@ -371,16 +440,17 @@ class ScriptedApp:
 
         prompt = next((_text(m.get("content")) for m in reversed(messages)
                        if isinstance(m, dict) and m.get("role") == "user"), "")
-        content = answer_for(prompt)
+        judged = self._judge_answer(fp, messages, prompt)
+        content, refusal = judged if judged is not None else (answer_for(prompt), None)
         finish = "stop"
-        words = content.split(" ")
+        words = (content or "").split(" ")
         limit = req.get("max_completion_tokens") or req.get("max_tokens")
         if fault == "length":
             content, finish = " ".join(words[: max(1, len(words) // 2)]), "length"
-        elif isinstance(limit, int) and 0 < limit < len(words):
+        elif content is not None and isinstance(limit, int) and 0 < limit < len(words):
             content, finish = " ".join(words[:limit]), "length"
         prompt_tokens = sum(_words(_text(m.get("content"))) for m in messages if isinstance(m, dict))
-        completion_tokens = _words(content)
+        completion_tokens = _words(content or refusal or "")
         payload = {
             "id": "chatcmpl-" + fp[:24],
             "object": "chat.completion",
@@ -388,7 +458,7 @@ class ScriptedApp:
             "model": model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
+                "message": {"role": "assistant", "content": content, "refusal": refusal},
                 "logprobs": None,
                 "finish_reason": finish,
             }],

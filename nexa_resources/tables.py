@@ -36,6 +36,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("eval", "prompts", ("prompt_id",)),
         TableSpec("eval", "predictions", ("model_id", "prompt_id")),
         TableSpec("eval", "scores", ("model_id", "prompt_id", "metric")),
+        TableSpec("eval", "judge_requests", ("request_id",)),
         TableSpec("eval", "metrics", ("model_id", "domain", "task_type", "metric")),
         TableSpec("feedback", "weaknesses", ("round", "domain", "task_type", "metric")),
         TableSpec("feedback", "requests", ("round", "domain", "task_type")),

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import polars as pl
 
 from nexa_assets.distill.pairs import METRICS
+from nexa_assets.evaluate.judge_costs import judge_spend
 from nexa_assets.evaluate.stats import mean_ci, t_critical_95
 from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
 
@@ -16,6 +17,7 @@ from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
 SCORE_SOURCE: tuple[str, ...] = ("judge_model", "rubric_version", "eval_set")
 # How the leaderboard's overall interval was obtained (its `ci_from` column).
 PER_ANSWER = "per answer"
+UNKNOWN_USD = "unknown"  # a $ the lake cannot tell (a model without a known price), never shown as $0
 CELL_BOUND = "cell bound"
 
 
@@ -363,6 +365,24 @@ def teacher_costs(completions: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def judge_costs(pairs: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
+    """Judge verdicts, requests paid, tokens and $ by (round, judge_model, table); `cost_usd` null when unknown."""
+    return judge_spend(pairs, scores)
+
+
+def judge_total(costs: pl.DataFrame) -> float | None:
+    """All judge $ in `judge_costs`; None when any part is unknown."""
+    if costs.is_empty():
+        return 0.0
+    return None if costs["cost_usd"].null_count() else float(costs["cost_usd"].sum())
+
+
+def usd_text(frame: pl.DataFrame, column: str = "cost_usd") -> pl.DataFrame:
+    """`column` as text for display: "$0.000123", or "unknown" for a null (never shown as $0)."""
+    text = [UNKNOWN_USD if v is None else f"${v:,.6f}" for v in frame[column].to_list()]
+    return frame.with_columns(pl.Series(column, text, dtype=pl.String))
+
+
 def eval_costs(predictions: pl.DataFrame) -> pl.DataFrame:
     """Evaluation answers: tokens and $ by (round, model_id)."""
     if predictions.is_empty():
@@ -406,6 +426,8 @@ __all__ = [
     "cell_history",
     "completions_with_cells",
     "eval_costs",
+    "judge_costs",
+    "judge_total",
     "filter_pairs",
     "gpu_costs",
     "answer_means",
@@ -419,6 +441,7 @@ __all__ = [
     "regeneration_chain",
     "reject_reasons",
     "teacher_costs",
+    "usd_text",
     "weak_cells",
     "with_labels",
 ]

@@ -20,7 +20,7 @@ from nexa_assets.distill.task import (
 from nexa_assets.metadata import counts, preview
 from nexa_assets.rounds import resolve_round, round_field
 from nexa_resources.journal import Journal, journal_dir, recover_into
-from nexa_resources.judge import JudgeResource
+from nexa_resources.judge import JudgeCache, JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import run_sync
 from nexa_resources.teacher import TeacherResource
@@ -287,7 +287,7 @@ def distill_pairs(
             rows.to_dicts(),
             filters=filters,
             gate=gate,
-            judge=lambda items, corpus: judge.judge_many(items, context.log, corpus),
+            judge=lambda items, corpus: judge.judge_many(items, context.log, corpus, cache=JudgeCache(lake, lineage)),
             judge_model=judge.judge_model,
             rubric_version=judge.rubric_version,
             anchors=anchors,
@@ -298,7 +298,7 @@ def distill_pairs(
     context.log.info(f"{fresh.height} new completions to filter and judge ({len(judged)} judged before)")
     new_pairs = judge_new(fresh, existing)
     written = lake.write("distill/pairs", new_pairs, mode="merge", lineage=lineage)
-    regenerated = 0
+    regenerated, regenerated_pairs = 0, []
 
     for depth in range(1, config.regenerate + 1):
         pairs = lake.read("distill/pairs")
@@ -312,11 +312,11 @@ def distill_pairs(
         rows = _joined_completions(lake, ids - set(pairs["request_id"]))
         new = judge_new(rows, pairs)
         regenerated += new.height
+        regenerated_pairs.append(new)
         written = lake.write("distill/pairs", new, mode="merge", lineage=lineage)
 
     table = lake.read("distill/pairs")
-    if "chosen" not in table.columns:  # a table written before best-of-n
-        table = table.with_columns(pl.lit(None, pl.Boolean).alias("chosen"), pl.lit(0, pl.Int64).alias("sample_index"))
+    table = _with_pair_columns(table)
     marked = mark_chosen(table)
     changed = marked.join(table.select("request_id", pl.col("chosen").alias("_was")), on="request_id").filter(
         pl.col("chosen").ne_missing(pl.col("_was"))
@@ -324,6 +324,7 @@ def distill_pairs(
     if changed.height:
         written = lake.write("distill/pairs", changed.drop("_was").select(list(PAIR_SCHEMA)), mode="merge", lineage=lineage)
         table = lake.read("distill/pairs")
+    this_run = pl.concat([new_pairs, *regenerated_pairs]) if regenerated_pairs else new_pairs
     reasons = table.select(pl.col("reject_reasons").explode().alias("reason")).drop_nulls()
     pass_rate = float(table["passed"].mean()) if table.height else 0.0
     yield dg.MaterializeResult(
@@ -340,6 +341,7 @@ def distill_pairs(
             "pass_rate": round(pass_rate, 4),
             "judge_model": judge.judge_model,
             "rubric_version": judge.rubric_version,
+            **judge_spend(this_run),
             "waived_reasons": dg.MetadataValue.json(sorted(config.waive_reasons)),
             "thresholds": dg.MetadataValue.json(gate.thresholds),
             "reject_reasons": counts(reasons, ["reason"]),
@@ -355,6 +357,27 @@ def distill_pairs(
         passed=pass_rate >= config.min_pass_rate,
         metadata={"pass_rate": round(pass_rate, 4), "floor": config.min_pass_rate},
     )
+
+
+def _with_pair_columns(table: pl.DataFrame) -> pl.DataFrame:
+    """A pairs table with the columns an older one lacks (best-of-n, judge costs) added: sample 0, nulls."""
+    missing = [
+        pl.lit(0 if name == "sample_index" else None, dtype).alias(name)
+        for name, dtype in PAIR_SCHEMA.items()
+        if name not in table.columns
+    ]
+    return table.with_columns(missing) if missing else table
+
+
+def judge_spend(pairs: pl.DataFrame) -> dict[str, Any]:
+    """Metadata: judge requests paid, tokens and $ ("unknown" when a paid verdict has no price) for these rows."""
+    paid = pairs.filter(pl.col("judge_prompt_tokens") > 0)
+    unknown = paid["judge_cost_usd"].null_count() > 0
+    return {
+        "judge_requests_paid": paid.height,
+        "judge_tokens": int(paid["judge_prompt_tokens"].sum() + paid["judge_completion_tokens"].sum()),
+        "judge_cost_usd": "unknown" if unknown else round(float(paid["judge_cost_usd"].sum()), 6),
+    }
 
 
 def _chain_depth(pairs: pl.DataFrame) -> dict[str, int]:

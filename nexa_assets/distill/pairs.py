@@ -10,9 +10,11 @@ import polars as pl
 
 from nexa_assets.distill.filters import FilterConfig, apply_filters
 from nexa_assets.evaluate.rubric import JudgeVerdict
+from nexa_assets.evaluate.schema import JUDGE_COST_SCHEMA
 
 METRICS: tuple[str, ...] = ("correctness", "methodology", "specificity", "clarity", "hallucination_safety")
 JUDGE_UNPARSABLE = "judge_unparsable"
+JUDGE_REFUSED = "judge_refused"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ PAIR_SCHEMA: dict[str, pl.DataType] = {
     "regenerated_from": pl.String(),
     "sample_index": pl.Int64(),
     "chosen": pl.Boolean(),  # the prompt's selected sample: passed, best judge mean (ties: lower sample index)
+    **JUDGE_COST_SCHEMA,  # this row's verdict; 0 when a filter rejected it before the judge
 }
 
 
@@ -69,7 +72,8 @@ def evaluate_pairs(
         scores: dict[str, int] = {}
         if verdict is not None:
             if verdict.scores is None:
-                reasons.append(JUDGE_UNPARSABLE if (verdict.error or "").startswith(JUDGE_UNPARSABLE) else "judge_error")
+                kind = (verdict.error or "").partition(":")[0]
+                reasons.append(kind if kind in (JUDGE_UNPARSABLE, JUDGE_REFUSED) else "judge_error")
             else:
                 scores = verdict.scores
                 reasons += [f"judge_low_{m}" for m, t in gate.thresholds.items() if scores.get(m, 0) < t]
@@ -90,13 +94,26 @@ def evaluate_pairs(
                 "regenerated_from": row.get("regenerated_from"),
                 "sample_index": row.get("sample_index") or 0,
                 "chosen": False,
+                **judge_cost(verdict),
             }
         )
     return pl.DataFrame(out, schema=PAIR_SCHEMA)
 
 
+def judge_cost(verdict: JudgeVerdict | None) -> dict[str, Any]:
+    """The judge cost columns of a row with this verdict (None: not judged, nothing spent)."""
+    if verdict is None:
+        return {"judge_prompt_tokens": 0, "judge_completion_tokens": 0, "judge_cost_usd": 0.0}
+    return {
+        "judge_prompt_tokens": verdict.prompt_tokens,
+        "judge_completion_tokens": verdict.completion_tokens,
+        "judge_cost_usd": verdict.cost_usd,
+    }
+
+
 def _judge_item(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
+        "owner": f"distill/pairs:{row['request_id']}",
         "task_type": row["task_type"],
         "instruction": row["instruction"],
         "context": row.get("context"),

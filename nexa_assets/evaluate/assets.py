@@ -21,7 +21,7 @@ from nexa_assets.metadata import counts, markdown_table, preview
 from nexa_assets.rounds import resolve_round, round_field
 from nexa_assets.train.trainer import TrainError, resolve_source
 from nexa_resources.journal import Journal, journal_dir, recover_into
-from nexa_resources.judge import JudgeResource
+from nexa_resources.judge import JudgeCache, JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import ChatClient, SamplingParams, run_sync
 from nexa_resources.local_model import LocalModelServer
@@ -404,15 +404,21 @@ def eval_scores(
     metrics = list(load_rubric(judge.rubric).metrics)
     context.log.info(f"judging {predictions.height} predictions with {judge_model} (rubric {rubric_version})")
     answered = predictions.filter(pl.col("error").is_null())
+    lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
+    cache = JudgeCache(lake, lineage)
     verdicts = (
-        judge_per_model(lambda items, corpus: judge.judge_many(items, context.log, corpus), answered, prompts, all_predictions)
+        judge_per_model(
+            lambda items, corpus: judge.judge_many(items, context.log, corpus, cache=cache),
+            answered,
+            prompts,
+            all_predictions,
+        )
         if answered.height
         else []
     )
     by_key = dict(zip(zip(answered["model_id"], answered["prompt_id"]), verdicts))
     ordered = [by_key.get((m, p)) for m, p in zip(predictions["model_id"], predictions["prompt_id"])]
     rows = score_rows(predictions, ordered, metrics=metrics, judge_model=judge_model, rubric_version=rubric_version)
-    lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
     written = lake.write("eval/scores", rows, mode="merge", lineage=lineage)
     failures = rows.filter(pl.col("score").is_null())
     return dg.MaterializeResult(
@@ -422,6 +428,11 @@ def eval_scores(
             "judge_model": judge_model,
             "rubric_version": rubric_version,
             "judged_this_run": predictions.height,
+            "judge_requests_paid": sum(1 for v in verdicts if v.prompt_tokens > 0),
+            "judge_tokens": int(rows["judge_prompt_tokens"].sum() + rows["judge_completion_tokens"].sum()),
+            "judge_cost_usd": "unknown"
+            if rows["judge_cost_usd"].null_count()
+            else round(float(rows["judge_cost_usd"].sum()), 6),
             "judge_failures_this_run": failures.select("model_id", "prompt_id").unique().height,
             "failure_kinds": counts(
                 failures.with_columns(pl.col("error").str.extract(r"^([a-z_]+)").alias("kind")), ["kind"]

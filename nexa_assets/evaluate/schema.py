@@ -35,6 +35,36 @@ PREDICTION_SCHEMA: dict[str, pl.DataType] = {
     "eval_set": pl.String(),
 }
 
+# What judging a row cost, on distill/pairs (one verdict per row) and eval/scores (one verdict per answer, split
+# evenly over its metric rows: tokens by integer division, the remainder on the first rows; $ divided, so every
+# sum over rows is what was paid). 0 / 0 / $0 for the structural judge and for rows not judged (a failed
+# prediction, a pair rejected by a filter); the $ is null when the judge model has no known price (shown as
+# "unknown", never $0). A verdict served from the request cache (eval/judge_requests) costs nothing again: it
+# carries the $ it was bought for only on the row that bought it, every other row gets 0.
+JUDGE_COST_SCHEMA: dict[str, pl.DataType] = {
+    "judge_prompt_tokens": pl.Int64(),
+    "judge_completion_tokens": pl.Int64(),
+    "judge_cost_usd": pl.Float64(),
+}
+
+# The LLM judge's request cache, one row per answered judge request: request_id = hash(judge model, messages,
+# sampling); `owner` is the row that bought it ("distill/pairs:<request_id>", "eval/scores:<model>/<prompt>").
+# Only answered requests are cached (a transport failure is asked again); an unparsable or refused verdict is an
+# answer, and is not paid for twice.
+JUDGE_REQUEST_SCHEMA: dict[str, pl.DataType] = {
+    "request_id": pl.String(),
+    "judge_model": pl.String(),
+    "owner": pl.String(),
+    "content": pl.String(),
+    "refusal": pl.String(),
+    "finish_reason": pl.String(),
+    "prompt_tokens": pl.Int64(),
+    "completion_tokens": pl.Int64(),
+    "cost_usd": pl.Float64(),  # null: no known price for the judge model
+    "latency_ms": pl.Float64(),
+    "attempts": pl.Int64(),
+}
+
 # One judge verdict per (model_id, prompt_id, metric). `score` is null when the judge failed
 # (`error` says why, e.g. "judge_unparsable: …"); failures are never averaged in as scores.
 SCORE_SCHEMA: dict[str, pl.DataType] = {
@@ -50,6 +80,7 @@ SCORE_SCHEMA: dict[str, pl.DataType] = {
     "error": pl.String(),
     "truncated": pl.Boolean(),  # the prediction stopped at max_tokens (finish_reason == "length")
     "eval_set": pl.String(),
+    **JUDGE_COST_SCHEMA,
 }
 
 # One row per (model_id, domain, task_type, metric): mean score over judged prompts with a 95% CI.

@@ -27,6 +27,7 @@ def judge_items(predictions: pl.DataFrame, prompts: pl.DataFrame) -> list[dict[s
         )
     return [
         {
+            "owner": f"eval/scores:{row['model_id']}/{row['prompt_id']}",
             "task_type": row["task_type"],
             "instruction": row["instruction"],
             "context": row["context"],
@@ -74,9 +75,10 @@ def score_rows(
             error = f"{PREDICTION_FAILED}: {prediction['error'] or 'no answer'}"
             scores: dict[str, int] | None = None
             lacking: dict[str, str] = {}
+            verdict = None
         else:
             error, scores, lacking = verdict.error, verdict.scores, verdict.lacking
-        for metric in metrics:
+        for metric, cost in zip(metrics, split_cost(verdict, len(metrics)), strict=True):
             rows.append(
                 {
                     "model_id": prediction["model_id"],
@@ -91,9 +93,24 @@ def score_rows(
                     "error": None if scores else (error or "judge_unparsable: no scores"),
                     "truncated": prediction["finish_reason"] == "length",
                     "eval_set": prediction["eval_set"],
+                    **cost,
                 }
             )
     return pl.DataFrame(rows, schema=SCORE_SCHEMA)
+
+
+def split_cost(verdict: JudgeVerdict | None, parts: int) -> list[dict[str, Any]]:
+    """One verdict's tokens and $ over its `parts` metric rows, so that their sums are the verdict's (schema.py)."""
+    prompt, completion = (verdict.prompt_tokens, verdict.completion_tokens) if verdict else (0, 0)
+    usd = verdict.cost_usd if verdict else 0.0
+    return [
+        {
+            "judge_prompt_tokens": prompt // parts + (i < prompt % parts),
+            "judge_completion_tokens": completion // parts + (i < completion % parts),
+            "judge_cost_usd": None if usd is None else usd / parts,
+        }
+        for i in range(parts)
+    ]
 
 
 def cell_metrics(scores: pl.DataFrame, models: pl.DataFrame, scale: tuple[int, int] = (1, 5)) -> pl.DataFrame:

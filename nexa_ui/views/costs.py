@@ -1,4 +1,4 @@
-"""Costs: teacher tokens and $ by round and model, evaluation answers, GPU $ by checkpoint."""
+"""Costs: teacher and judge tokens and $ by round and model, evaluation answers, GPU $ by checkpoint."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ st.title("Costs")
 completions = data.read("distill/completions")
 checkpoints = data.read("train/checkpoints")
 predictions = data.read("eval/predictions")
+judge = derive.judge_costs(data.read("distill/pairs"), data.read("eval/scores"))
 
-if completions.is_empty() and checkpoints.is_empty():
+if completions.is_empty() and checkpoints.is_empty() and judge.is_empty():
     common.empty_state(["distill/completions", "train/checkpoints"], "nothing has been bought yet")
 else:
     teacher = derive.teacher_costs(completions)
@@ -22,13 +23,18 @@ else:
     teacher_usd = float(teacher["cost_usd"].sum()) if not teacher.is_empty() else 0.0
     gpu_usd = float(gpu["cost_usd"].sum()) if not gpu.is_empty() else 0.0
     eval_usd = float(evals["cost_usd"].sum()) if not evals.is_empty() else 0.0
-    cols = st.columns(4)
-    cols[0].metric("Total", common.fmt_usd(teacher_usd + gpu_usd + eval_usd))
+    judge_usd = derive.judge_total(judge)
+    known = teacher_usd + gpu_usd + eval_usd + (judge_usd or 0.0)
+    cols = st.columns(6)
+    cols[0].metric("Total", common.fmt_usd(known) + (" + unknown" if judge_usd is None else ""))
     cols[1].metric("Teacher", common.fmt_usd(teacher_usd))
-    cols[2].metric("GPU", common.fmt_usd(gpu_usd))
+    cols[2].metric("Judge", derive.UNKNOWN_USD if judge_usd is None else common.fmt_usd(judge_usd))
+    cols[3].metric("GPU", common.fmt_usd(gpu_usd))
     tokens = (int(teacher["prompt_tokens"].sum() + teacher["completion_tokens"].sum())
               if not teacher.is_empty() else 0)
-    cols[3].metric("Teacher tokens", common.fmt_int(tokens))
+    cols[4].metric("Teacher tokens", common.fmt_int(tokens))
+    judge_tokens = int(judge["prompt_tokens"].sum() + judge["completion_tokens"].sum()) if not judge.is_empty() else 0
+    cols[5].metric("Judge tokens", common.fmt_int(judge_tokens))
 
     st.subheader("Teacher: tokens and $ by round and model")
     if teacher.is_empty():
@@ -40,6 +46,15 @@ else:
                                       "completion_tokens", color="teacher_model", title="completion tokens"))
         right.altair_chart(charts.bars(teacher.with_columns(teacher["round"].cast(str)), "round", "cost_usd",
                                        color="teacher_model", title="teacher $"))
+
+    st.subheader("Judge: requests, tokens and $ by round, model and table")
+    if judge.is_empty():
+        common.empty_state(["distill/pairs", "eval/scores"], "nothing has been judged")
+    else:
+        common.show_table(derive.usd_text(judge), key="judge_costs")
+        st.caption("requests: verdicts paid for (a verdict from the judge's request cache costs nothing again); "
+                   "the structural judge costs $0; a model without a known price shows \"unknown\" (set its price "
+                   "in the judge's `prices`).")
 
     st.subheader("GPU $ by checkpoint")
     if gpu.is_empty():
@@ -53,4 +68,4 @@ else:
         st.subheader("Evaluation answers by round and model")
         common.show_table(evals, key="eval_costs", column_config={"cost_usd": common.USD})
     st.caption("Local runs cost $0: the embedded teacher and CPU training are free; SkyPilot runs record "
-               "the catalog $/hour × job duration, OpenAI-compatible teachers their token prices.")
+               "the catalog $/hour × job duration, OpenAI-compatible teachers and judges their token prices.")
