@@ -131,13 +131,13 @@ def rounds_summary(lake: LakeResource) -> pl.DataFrame:
     )
     return (
         per_round.join(spend, on="round", how="left")
-        .join(_judge_by_round(lake), on="round", how="left")
+        .join(judge_by_round(lake), on="round", how="left")
         .join(bought, on="round", how="left")
         .with_columns(pl.col("stop_reason").fill_null("—"), pl.col("new_prompts").fill_null(0))
     )
 
 
-def _judge_by_round(lake: LakeResource) -> pl.DataFrame:
+def judge_by_round(lake: LakeResource) -> pl.DataFrame:
     """Per round: judge requests paid, tokens, and $ as text ("unknown" when any paid verdict has no price)."""
     spend = judge_spend(
         lake.read("distill/pairs", missing_ok=True), lake.read("eval/scores", missing_ok=True)

@@ -73,7 +73,9 @@ class Endpoint(dg.ConfigurableResource):
     max_retries: int = Field(default=5, ge=0)
     backoff_base_s: float = Field(default=0.5, ge=0)
     prices: dict[str, list[float]] = Field(
-        default_factory=dict, description="USD per 1M [input, output] tokens by model id (0 when absent)."
+        default_factory=dict,
+        description="USD per 1M [input, output] tokens by model id, beside DEFAULT_PRICES; a model in neither costs "
+        "0 as a teacher and is 'unknown' (null $) as a judge.",
     )
 
     _server: LocalModelServer | None = PrivateAttr(default=None)

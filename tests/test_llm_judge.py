@@ -23,7 +23,7 @@ from nexa_assets.evaluate.rubric import format_judge_messages, load_rubric
 from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA, PREDICTION_SCHEMA, SCORE_SCHEMA
 from nexa_assets.evaluate.scoring import score_rows
 from nexa_assets.raw.assets import raw_prompts
-from nexa_jobs.loop_report import _judge_by_round
+from nexa_jobs.loop_report import judge_by_round
 from nexa_resources.inputs import InputsResource
 from nexa_resources.judge import JudgeCache, JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
@@ -247,6 +247,10 @@ def test_eval_scores_judged_end_to_end_costed_cached_in_sql_and_on_the_costs_pag
     assert again.sort("model_id", "prompt_id", "metric")["score"].to_list() == \
         scores.sort("model_id", "prompt_id", "metric")["score"].to_list()
 
+    [summary] = judge_by_round(lake).iter_rows(named=True)  # the per-round summary's judge columns
+    assert summary == {"round": 0, "judge_requests": 11, "judge_tokens": int(paid["prompt_tokens"].sum() +
+                       paid["completion_tokens"].sum()), "judge_usd": f"{expected_usd:.6f}"}
+
     at = costs_page(lake, monkeypatch)
     assert page_metric(at, "Judge") == f"${expected_usd:,.4f}"
     judged = page_table(at, "judge_costs").row(0, named=True)
@@ -260,7 +264,7 @@ def test_unknown_judge_price_shows_unknown_never_zero(srv, lake, monkeypatch):
     materialize_scores(lake, llm_judge(srv, prices={}))
     scores = lake.read("eval/scores")
     assert scores.filter(pl.col("judge_prompt_tokens") > 0)["judge_cost_usd"].null_count() > 0
-    assert _judge_by_round(lake)["judge_usd"].to_list() == ["unknown"]
+    assert judge_by_round(lake)["judge_usd"].to_list() == ["unknown"]
     at = costs_page(lake, monkeypatch)
     assert page_metric(at, "Judge") == "unknown" and page_metric(at, "Total").endswith("+ unknown")
     assert page_table(at, "judge_costs")["cost_usd"].to_list() == ["unknown"]

@@ -67,7 +67,7 @@ def test_reset_clears_stats(srv: ScriptedServer) -> None:
     with urllib.request.urlopen(req, timeout=5) as resp:
         assert resp.status == 200
     empty = {"requests": 0, "max_in_flight": 0, "by_status": {}, "by_fault": {}, "fingerprints": [], "answered": [],
-             "auth_headers": []}
+             "auth_headers": [], "by_verdict": {}}
     assert srv.stats() == empty
     assert srv.control()["latency_ms"] == 5
 

@@ -360,6 +360,11 @@ def test_costs_equal_completions_and_checkpoints(lake):
         dict(zip(checkpoints["checkpoint_id"], checkpoints["cost_usd"])))
     assert metric(at, "Teacher tokens") == f"{completions['prompt_tokens'].sum() + completions['completion_tokens'].sum():,}"
     assert metric(at, "GPU") == f"${checkpoints['cost_usd'].sum():,.4f}"
+    judge = frame(at, "judge_costs")  # the fixture's structural judge: verdicts, no request, $0
+    assert judge["verdicts"].sum() == lake.read("distill/pairs").height + lake.read("eval/scores").select(
+        "model_id", "prompt_id", "round").unique().height
+    assert judge["requests"].sum() == 0 and set(judge["cost_usd"]) == {"$0.000000"}
+    assert metric(at, "Judge") == "$0"
     predictions = lake.read("eval/predictions")
     evals = frame(at, "eval_costs")
     assert evals["predictions"].sum() == predictions.height
