@@ -325,3 +325,13 @@ def test_distill_pairs_judged_by_the_llm_judge_and_re_judged_from_the_cache(srv,
     again = lake.read("distill/pairs").sort("request_id")
     assert again["judge_cost_usd"].to_list() == pairs.sort("request_id")["judge_cost_usd"].to_list()
     assert again["judge_mean"].to_list() == pairs.sort("request_id")["judge_mean"].to_list()
+
+    # A table from before best-of-n and judge costs: its rows keep null costs (unknown), new rows are costed.
+    old = again.head(again.height // 2).drop("chosen", "sample_index", "judge_prompt_tokens",
+                                               "judge_completion_tokens", "judge_cost_usd", "run_id", "round", "created_at")
+    lake.write("distill/pairs", old, mode="overwrite", lineage=Lineage(run_id="old", round=0))
+    run([distill_pairs])
+    mixed = lake.read("distill/pairs")
+    assert mixed.height == pairs.height and mixed["chosen"].sum() == pairs["chosen"].sum()
+    assert mixed.filter(pl.col("request_id").is_in(old["request_id"].implode()))["judge_cost_usd"].null_count() == old.height
+    assert srv.stats()["requests"] == stats["requests"]
