@@ -54,8 +54,9 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["DAGSTER_DISABLE_TELEMETRY"] = "1"
-    for var in ("NEXA_TEACHER_BASE_URL", "NEXA_JUDGE", "NEXA_JUDGE_BASE_URL"):
-        os.environ.pop(var, None)  # the embedded defaults: local teacher, structural judge
+    for var in ("NEXA_TEACHER_BASE_URL", "NEXA_JUDGE_BASE_URL"):
+        os.environ.pop(var, None)  # the embedded defaults: local teacher, structural judge ...
+    os.environ["NEXA_JUDGE"] = "structural"  # ... even where an API key would make an LLM judge the default
     with tempfile.TemporaryDirectory(prefix="nexa-bench-efficacy-") as tmp:
         base = Path(args.keep) if args.keep else Path(tmp)
         for sub in ("inputs", "dagster_home"):
