@@ -342,3 +342,17 @@ def test_checkpoint_asset_runs_on_the_compute_resource_local_backend(sft_lake, t
     row = sft_lake.read("train/checkpoints").row(0, named=True)
     assert row["sft_version"] == 0 and row["rows"] == 32 and row["backend"] == "local" and row["steps"] == 2
     assert (Path(row["uri"]) / "model.safetensors").exists()
+
+
+def test_newest_round_rows_are_weighted_and_a_single_round_is_left_alone():
+    from nexa_assets.train.trainer import weight_newest_round
+
+    rows = pl.DataFrame({"example_id": ["a", "b", "c", "d"], "round": [0, 0, 1, 1]})
+    weighted, n = weight_newest_round(rows, 3)
+    assert n == 2 and weighted.height == 8
+    assert weighted["example_id"].value_counts().sort("example_id")["count"].to_list() == [1, 1, 3, 3]
+    assert weight_newest_round(rows, 1) == (rows, 0)
+    one_round = rows.with_columns(pl.lit(0).alias("round"))
+    assert weight_newest_round(one_round, 3)[0].equals(one_round)
+    with pytest.raises(ValueError, match="newest_round_weight=0"):
+        TrainConfig(newest_round_weight=0)

@@ -56,11 +56,15 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     eval_split: str | None = "val"  # the split scored for val_loss at the end (None: skip)
     num_threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
+    # Rows of the table's newest round (the prompts feedback bought for weak cells) appear this many times
+    # per epoch; earlier rounds' rows once (replay). 1: every row once.
+    newest_round_weight: int = 1
 
     def __post_init__(self) -> None:
         get_preset(self.preset)  # fails early, listing the valid presets
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "max_seq_len": self.max_seq_len,
-                    "save_steps": self.save_steps, "logging_steps": self.logging_steps, "lora_r": self.lora_r}
+                    "save_steps": self.save_steps, "logging_steps": self.logging_steps, "lora_r": self.lora_r,
+                    "newest_round_weight": self.newest_round_weight}
         bad = [f"{k}={v}" for k, v in positive.items() if not isinstance(v, int) or v <= 0]
         if bad:
             raise ValueError(f"train config: {', '.join(bad)}; these must be positive integers")

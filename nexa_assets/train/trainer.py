@@ -208,11 +208,26 @@ def _stage_rows(
     val_rows = load_staged(manifest, config.eval_split) if config.eval_split else train_rows.clear()
     if train_rows.is_empty():
         raise TrainError(f"{sft_uri}@v{sft_version} has no split='train' rows to train on")
+    train_rows, upweighted = weight_newest_round(train_rows, config.newest_round_weight)
+    if upweighted:
+        log(f"{upweighted} rows of the newest round appear {config.newest_round_weight}× per epoch")
     ids = train_rows[KEY_COLUMN].to_list() if KEY_COLUMN in train_rows.columns else []
     data_manifest = {**manifest, "train_rows": train_rows.height, "val_rows": val_rows.height,
+                     "newest_round_rows_upweighted": upweighted,
                      "train_ids_sha256": ids_digest(ids), "train_ids": ids}
     (workdir / MANIFEST_FILE).write_text(json.dumps(data_manifest, indent=2))
     return train_rows, val_rows, data_manifest
+
+
+def weight_newest_round(rows: Any, weight: int) -> tuple[Any, int]:
+    """The rows with those of the newest `round` repeated `weight` times in all, and how many those are;
+    unchanged when the table has one round (or no round column) or weight is 1."""
+    import polars as pl
+
+    if weight <= 1 or "round" not in rows.columns or rows["round"].n_unique() < 2:
+        return rows, 0
+    newest = rows.filter(pl.col("round") == rows["round"].max())
+    return pl.concat([rows, *[newest] * (weight - 1)]), newest.height
 
 
 def _lora_config(config: TrainConfig) -> Any:
