@@ -104,7 +104,12 @@ class Endpoint(dg.ConfigurableResource):
         return self.max_concurrency or (LOCAL_CONCURRENCY if self.is_local else REMOTE_CONCURRENCY)
 
     def sampling(self) -> SamplingParams:
-        return SamplingParams(self.temperature, self.top_p, self.answer_tokens, self.seed, self.repetition_penalty)
+        return SamplingParams(self.temperature, self.top_p, self.answer_tokens, self.seed, self.penalty)
+
+    @property
+    def penalty(self) -> float | None:
+        """The repetition penalty sent: the configured one (none when unset)."""
+        return self.repetition_penalty
 
     def price(self) -> tuple[float, float] | None:
         if self.is_local:
@@ -178,11 +183,11 @@ class TeacherResource(Endpoint):
     def samples(self) -> int:
         return self.best_of or (LOCAL_BEST_OF if self.is_local else 1)
 
-    def sampling(self) -> SamplingParams:
-        penalty = self.repetition_penalty
-        if penalty is None and self.is_local:
-            penalty = LOCAL_REPETITION_PENALTY
-        return SamplingParams(self.temperature, self.top_p, self.answer_tokens, self.seed, penalty)
+    @property
+    def penalty(self) -> float | None:
+        if self.repetition_penalty is None and self.is_local:
+            return LOCAL_REPETITION_PENALTY
+        return self.repetition_penalty
 
     def label(self, decoding: str) -> str:
         """A readable name for tables: the model and how it was asked."""
