@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nexa_resources.prefix_attention import NAME as PREFIX_ATTENTION, SharedPrefix, register as register_prefix_attention
+
 DEFAULT_MAX_BATCH = 64
 DEFAULT_GATHER_MS = 500  # a batch closes once no request arrived for this long ...
 MAX_GATHER_S = 5.0  # ... or this long after it started gathering
 # Prompts that start with this many identical tokens share one computed prefix (system prompt + examples).
-MIN_SHARED_PREFIX = 64
+MIN_SHARED_PREFIX = 16
 TOP_P_CANDIDATES = 1024
 COMPACT_EVERY = 8  # drop finished rows from the batch once 1/8 of it has finished
 
@@ -67,6 +69,8 @@ class BatchGenerator:
         dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
+        register_prefix_attention()
+        self.model.set_attn_implementation(PREFIX_ATTENTION)
         # transformers 5.x renames forward's `past_key_values` to `cache` (the old name goes in 5.40).
         params = inspect.signature(self.model.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
@@ -89,9 +93,8 @@ class BatchGenerator:
         if seed is not None:
             torch.manual_seed(seed)
         with torch.no_grad():
-            cache, mask, suffix, suffix_mask, positions = self._prefill_inputs(ids, max_tokens)
             rows = self._decode(
-                cache, mask, suffix, suffix_mask, positions, temperature, top_p, max_tokens, repetition_penalty
+                *self._prefill(ids, max_tokens), temperature, top_p, max_tokens, repetition_penalty
             )
         answers = []
         for tokens, prompt in zip(rows, ids):
@@ -106,50 +109,53 @@ class BatchGenerator:
             )
         return answers
 
-    def _prefill_inputs(self, ids: list[list[int]], max_tokens: int) -> tuple[Any, Any, Any, Any, Any]:
-        """A KV cache holding each row's shared prefix, computed once per group of rows that share it, and the
-        rest of every prompt (left-padded) to run on top of it.
+    def _prefill(self, ids: list[list[int]], max_tokens: int) -> tuple[Any, SharedPrefix, Any, Any, Any]:
+        """Every prompt run through the model: (own-token KV cache with room for the answers, the shared
+        prefixes, next-token logits, own-token mask, last position) per row.
 
-        Requests with worked examples share system prompt and example (~330 of ~450 tokens here); on a CPU
-        the prompt costs as much as the answer, so it is computed once per group instead of once per row.
-        Row layout: [pad][shared prefix][pad][own suffix]; the mask hides the pads, positions skip them.
+        Prompts that share a prefix (system prompt and worked example: ~330 of ~450 tokens here) have it
+        computed and kept once per group (prefix_attention); identical prompts (best of n) have the rest
+        computed once and copied. On a CPU the prompt costs as much as the answer.
         """
         from transformers import DynamicCache
 
         torch, pad = self.torch, self.tokenizer.pad_token_id
-        groups = _prefix_groups(ids, MIN_SHARED_PREFIX)
-        width = max(len(prefix) for prefix, _ in groups)
-        by_row = {i: (g, len(prefix)) for g, (prefix, members) in enumerate(groups) for i in members}
-        heads, dim = self._kv_shape()
-        empty = torch.zeros((1, heads, 0, dim), dtype=self.model.dtype, device=self.device)
-        per_group = []  # per group: its prefix's cache, or None
+        distinct = list(dict.fromkeys(tuple(row) for row in ids))
+        copy_of = torch.tensor([distinct.index(tuple(row)) for row in ids], device=self.device)
+        unique = [list(row) for row in distinct]
+        groups = _prefix_groups(unique, MIN_SHARED_PREFIX)
+        by_row = {i: (g if prefix else -1, len(prefix)) for g, (prefix, members) in enumerate(groups) for i in members}
+        layers = self.model.config.num_hidden_layers
+        keys: list[list[Any]] = [[] for _ in range(layers)]
+        values: list[list[Any]] = [[] for _ in range(layers)]
         for prefix, _ in groups:
-            kv = None
+            kv = DynamicCache()
             if prefix:
-                kv = DynamicCache()
                 self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True, **{self.cache_arg: kv})
-            per_group.append(kv)
-        row_group = torch.tensor([by_row[i][0] for i in range(len(ids))], device=self.device)
-        suffixes = [row[by_row[i][1]:] for i, row in enumerate(ids)]
+            for layer in range(layers):
+                keys[layer].append(kv.layers[layer].keys if prefix else None)
+                values[layer].append(kv.layers[layer].values if prefix else None)
+        shared = SharedPrefix(keys, values, torch.tensor([by_row[i][0] for i in range(len(unique))], device=self.device))
+        suffixes = [row[by_row[i][1]:] for i, row in enumerate(unique)]
         longest = max(len(x) for x in suffixes)
+        heads, dim = self._kv_shape()
+        empty = torch.zeros((len(unique), heads, 0, dim), dtype=self.model.dtype, device=self.device)
         cache = DynamicCache()
-        for layer in range(self.model.config.num_hidden_layers):
-            padded = []
-            for kv in per_group:
-                k, v = (kv.layers[layer].keys, kv.layers[layer].values) if kv is not None else (empty, empty)
-                fill = torch.zeros((1, heads, width - k.shape[2], dim), dtype=k.dtype, device=self.device)
-                padded.append((torch.cat([fill, k], dim=2), torch.cat([fill, v], dim=2)))
-            keys = torch.cat([k for k, _ in padded]).index_select(0, row_group)
-            values = torch.cat([v for _, v in padded]).index_select(0, row_group)
-            cache.layers.append(_growing_layer()(keys, values, room=longest + max_tokens))
+        for _ in range(layers):
+            cache.layers.append(_growing_layer()(empty, empty, room=longest + max_tokens))
         suffix = torch.tensor([[pad] * (longest - len(x)) + x for x in suffixes], device=self.device)
-        suffix_mask = torch.tensor([[0] * (longest - len(x)) + [1] * len(x) for x in suffixes], device=self.device)
-        prefix_mask = torch.tensor(
-            [[0] * (width - by_row[i][1]) + [1] * by_row[i][1] for i in range(len(ids))], device=self.device
-        )
-        starts = torch.tensor([by_row[i][1] for i in range(len(ids))], device=self.device)
-        positions = (starts[:, None] + suffix_mask.cumsum(dim=1) - 1).clamp(min=0)
-        return cache, prefix_mask, suffix, suffix_mask, positions
+        mask = torch.tensor([[0] * (longest - len(x)) + [1] * len(x) for x in suffixes], device=self.device)
+        starts = torch.tensor([by_row[i][1] for i in range(len(unique))], device=self.device)
+        positions = (starts[:, None] + mask.cumsum(dim=1) - 1).clamp(min=0)
+        logits = self.model(
+            input_ids=suffix, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+            shared_prefix=shared, **{self.cache_arg: cache},
+        ).logits[:, -1, :]
+        if len(unique) < len(ids):
+            cache.batch_select_indices(copy_of)
+            shared.select(copy_of)
+            logits, mask, positions = logits[copy_of], mask[copy_of], positions[copy_of]
+        return cache, shared, logits, mask, positions[:, -1]
 
     def _kv_shape(self) -> tuple[int, int]:
         """(key/value heads, head dim) of the model's cache."""
@@ -159,7 +165,7 @@ class BatchGenerator:
         return heads, dim
 
     def _decode(
-        self, cache: Any, prefix_mask: Any, ids: Any, suffix_mask: Any, positions: Any, temperature: float,
+        self, cache: Any, shared: SharedPrefix, logits: Any, mask: Any, position: Any, temperature: float,
         top_p: float, max_tokens: int, repetition_penalty: float = 1.0,
     ) -> list[list[int]]:
         """Token ids per row, up to and including EOS. Finished rows leave the batch (their KV cache rows are
@@ -167,15 +173,10 @@ class BatchGenerator:
         `repetition_penalty` (as in transformers, over the answer's own tokens) divides a positive logit of a
         token already written by it and multiplies a negative one."""
         torch, eos = self.torch, self.tokenizer.eos_token_id
-        out: list[list[int]] = [[] for _ in range(ids.shape[0])]
-        done = [False] * ids.shape[0]
-        active = torch.arange(ids.shape[0], device=ids.device)
-        mask = torch.cat([prefix_mask, suffix_mask], dim=1)
-        logits = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
-            **{self.cache_arg: cache},
-        ).logits[:, -1, :]
-        position = positions[:, -1]
+        rows = logits.shape[0]
+        out: list[list[int]] = [[] for _ in range(rows)]
+        done = [False] * rows
+        active = torch.arange(rows, device=logits.device)
         penalize = repetition_penalty != 1.0
         seen = torch.zeros_like(logits, dtype=torch.bool) if penalize else None
         for step in range(max_tokens):
@@ -190,20 +191,21 @@ class BatchGenerator:
                 if not done[row]:
                     out[row].append(token)
                     done[row] = token == eos
-            running = torch.tensor([not done[row] for row in active.tolist()], device=ids.device).nonzero(as_tuple=True)[0]
+            running = torch.tensor([not done[row] for row in active.tolist()], device=logits.device).nonzero(as_tuple=True)[0]
             if running.numel() == 0 or step == max_tokens - 1:
                 break
             # Dropping finished rows copies the whole cache, which costs about what a row costs in ~10 steps:
             # finished rows ride along (their tokens are ignored) until an eighth of the batch has finished.
             if (active.numel() - running.numel()) * COMPACT_EVERY >= active.numel():
                 cache.batch_select_indices(running)
+                shared.select(running)
                 active, mask, chosen, position = active[running], mask[running], chosen[running], position[running]
                 seen = seen[running] if seen is not None else None
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             position = position + 1
             logits = self.model(
                 input_ids=chosen[:, None], attention_mask=mask, position_ids=position[:, None], use_cache=True,
-                **{self.cache_arg: cache},
+                shared_prefix=shared, **{self.cache_arg: cache},
             ).logits[:, -1, :]
         return out
 
@@ -254,14 +256,18 @@ def _growing_layer() -> type:
 
 def _prefix_groups(ids: list[list[int]], min_shared: int) -> list[tuple[list[int], list[int]]]:
     """(shared prefix, row indices) groups: rows whose prompts start with the same `min_shared`+ tokens share
-    their longest common prefix (always shorter than each row); the others form one group with no prefix."""
+    their longest common prefix (always shorter than each row); the others form one group with no prefix.
+
+    In sorted order a row joins the group before it when that saves more prompt tokens than it costs: n rows
+    sharing c tokens save n·c, against (n − 1)·p for the group's current prefix p (so prompts with one worked
+    example keep it as their prefix instead of shrinking to the system prompt all prompts share)."""
     order = sorted(range(len(ids)), key=lambda i: ids[i])
     groups: list[tuple[list[int], list[int]]] = []
     for i in order:
         if groups and groups[-1][0]:
             prefix, members = groups[-1]
             common = _common(prefix, ids[i])
-            if common >= min_shared:
+            if common >= min_shared and len(members) * common >= (len(members) - 1) * len(prefix):
                 groups[-1] = (prefix[:common], members + [i])
                 continue
         groups.append((ids[i][: len(ids[i]) - 1], [i]))

@@ -20,11 +20,23 @@ CHATS = [
 ]
 
 
-def test_batched_greedy_answers_equal_one_at_a_time_generate():
+def _teacher_chats() -> list[list[dict[str, str]]]:
+    """Requests as the local teacher sends them: two task types' worked examples, each prompt twice (best of n),
+    plus one request that shares no prefix with the others."""
+    from nexa_assets.distill.task import format_messages, messages, worked_example
+    from nexa_assets.raw.ingest import seed_pack_records
+
+    rows = [r.fields for r in seed_pack_records()]
+    rows = [r for r in rows if r["task_type"] == "hypothesis"][:2] + [r for r in rows if r["task_type"] == "methodology"][:2]
+    return [messages(*format_messages(r), worked_example(r["task_type"])) for r in rows] * 2 + CHATS[:1]
+
+
+@pytest.mark.parametrize("chats", [CHATS, _teacher_chats()], ids=["plain", "shared-prefixes"])
+def test_batched_greedy_answers_equal_one_at_a_time_generate(chats):
     generator = BatchGenerator(ensure_local_model())
-    batched = generator.generate(CHATS, temperature=0.0, top_p=1.0, max_tokens=24, seed=None)
+    batched = generator.generate(chats, temperature=0.0, top_p=1.0, max_tokens=24, seed=None)
     tok = generator.tokenizer
-    for chat, answer in zip(CHATS, batched):
+    for chat, answer in zip(chats, batched):
         enc = tok(tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True), return_tensors="pt",
                   add_special_tokens=False)
         alone = generator.model.generate(**enc, max_new_tokens=24, do_sample=False)
