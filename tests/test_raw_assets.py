@@ -104,13 +104,57 @@ def test_feedback_prompts_skip_hints_that_quote_an_eval_prompt(lake, inputs):
     }
     lake.write("feedback/requests", pl.DataFrame([request], schema=REQUEST_SCHEMA), mode="merge",
                lineage=Lineage(run_id="judge", round=0))
-    result = materialize(lake, inputs)
+    result = materialize(lake, inputs, feedback_from_pool=False)  # the generator only
     assert metadata(result, "raw/prompts")["feedback_prompts"] == 3
     fed = lake.read("raw/prompts").filter(pl.col("origin") == "feedback")
     assert fed.height == 3 and set(fed["split"]) == {"train"}
     assert not any(leak.lower() in text.lower() for text in fed["instruction"])
     index = EvalIndex.build(prompts.filter(pl.col("split") == "eval").iter_rows(named=True), 12)
     assert all(index.contaminated(text) is None for text in fed["instruction"])
+
+
+def test_feedback_buys_the_cells_unanswered_train_prompts_before_generating_new_ones(lake, inputs):
+    materialize(lake, inputs)
+    cell = (pl.col("domain") == "physics") & (pl.col("task_type") == "methodology")
+    pool = lake.read("raw/prompts").filter(cell & (pl.col("split") == "train")).sort("prompt_id")
+    request = {
+        "domain": "physics", "task_type": "methodology", "for_round": 1, "n_prompts": pool.height + 2, "gap": 1.0,
+        "metrics": ["specificity"], "hints": ["name the control"], "status": "open", "fulfilled_by": None,
+        "prompt_ids": [],
+    }
+    lake.write("feedback/requests", pl.DataFrame([request], schema=REQUEST_SCHEMA), mode="merge",
+               lineage=Lineage(run_id="judge", round=0))
+    result = materialize(lake, inputs)
+    meta = metadata(result, "raw/prompts")
+    assert meta["feedback_bought_from_pool"] == pool.height and meta["feedback_prompts"] == 2  # pool first, then new
+    after = lake.read("raw/prompts")
+    bought = after.filter(pl.col("bought_for_round") == 1)
+    assert sorted(bought["prompt_id"]) == sorted(pool["prompt_id"]) and set(bought["origin"]) == {"seed"}
+    assert set(bought["round"]) == {1}
+    [done] = lake.read("feedback/requests").to_dicts()
+    assert done["status"] == "done" and len(done["prompt_ids"]) == pool.height + 2
+    assert set(pool["prompt_id"]) <= set(done["prompt_ids"])
+    assert after.filter(~cell)["bought_for_round"].is_null().all()  # other cells untouched
+
+    version = lake.version("raw/prompts")
+    materialize(lake, inputs)  # the request is done: nothing is bought twice
+    assert lake.version("raw/prompts") == version
+
+
+def test_a_feedback_round_takes_pool_prompts_the_teachers_per_cell_cap_left_out(lake, inputs):
+    materialize(lake, inputs)
+    cell = (pl.col("domain") == "biology") & (pl.col("task_type") == "hypothesis")
+    pool = lake.read("raw/prompts").filter(cell & (pl.col("split") == "train")).sort("prompt_id")
+    request = {
+        "domain": "biology", "task_type": "hypothesis", "for_round": 1, "n_prompts": 3, "gap": 1.0,
+        "metrics": ["specificity"], "hints": [], "status": "open", "fulfilled_by": None, "prompt_ids": [],
+    }
+    lake.write("feedback/requests", pl.DataFrame([request], schema=REQUEST_SCHEMA), mode="merge",
+               lineage=Lineage(run_id="judge", round=0))
+    materialize(lake, inputs)
+    bought = lake.read("raw/prompts").filter(pl.col("bought_for_round") == 1)
+    # The teacher's cap answers a cell's first per_cell prompts by id; a request takes the last ones.
+    assert sorted(bought["prompt_id"]) == pool["prompt_id"].to_list()[-3:]
 
 
 def test_rematerializing_adds_nothing_and_changes_nothing(lake, inputs):

@@ -149,8 +149,10 @@ def distill_completions(
         prompts = prompts.filter(pl.col("domain").is_in(config.domains))
     if config.per_cell is not None:
         # The cap thins the built-in prompts (seed pack, generator); the user's files and the prompts the
-        # feedback loop bought are always answered.
+        # feedback loop bought (generated for it, or built-in ones it took past the cap) are always answered.
         bought = pl.col("origin").is_in(["feedback", "file"])
+        if "bought_for_round" in prompts.columns:
+            bought = bought | pl.col("bought_for_round").is_not_null()
         rank = pl.int_range(pl.len()).over("domain", "task_type", bought)
         prompts = prompts.filter(bought | (rank < config.per_cell))
     if config.max_prompts is not None:

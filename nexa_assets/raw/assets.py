@@ -50,7 +50,12 @@ class RawPromptsConfig(dg.Config):
     max_instruction_chars: int = Field(default=2000, gt=0)
     max_context_chars: int = Field(default=4000, gt=0)
     fulfil_feedback_requests: bool = Field(
-        default=True, description="Generate targeted prompts for the open rows of feedback/requests."
+        default=True, description="Fulfil the open rows of feedback/requests with targeted train prompts."
+    )
+    feedback_from_pool: bool = Field(
+        default=True,
+        description="Fulfil them first with the cell's unanswered seed-pack/generated train prompts (written like "
+        "its eval prompts), then with new prompts from the generator; false: generator only.",
     )
     max_reject_rate: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Asset check fails when this run rejects more than this share."
@@ -156,7 +161,11 @@ def raw_prompts(
         "raw/rejects", result.rejects, mode="merge", lineage=lineage, update_if_changed=("reason_code", "reason", "raw")
     )
     known = {**existing_map, **dict(zip(result.prompts["prompt_id"], result.prompts["locator"]))}
-    fed = _fulfil_feedback(context, lake, rules, known) if config.fulfil_feedback_requests else None
+    fed = (
+        _fulfil_feedback(context, lake, rules, known, from_pool=config.feedback_from_pool)
+        if config.fulfil_feedback_requests
+        else None
+    )
     table = lake.read("raw/prompts")
     rejects_table = lake.read("raw/rejects")
     context.log.info(f"raw/prompts v{wrote.version}: {wrote.inserted} new rows, {table.height} in all")
@@ -169,6 +178,7 @@ def raw_prompts(
             "rows_read": result.rows_read,
             "new_prompts": wrote.inserted + (fed.prompts.height if fed else 0),
             "feedback_prompts": fed.prompts.height if fed else 0,
+            "feedback_bought_from_pool": fed.bought.height if fed else 0,
             "feedback_requests_fulfilled": fed.requests.height if fed else 0,
             "split_differs_from_rule": differs,
             "files": dg.MetadataValue.json(names),
@@ -218,18 +228,34 @@ def _split_differs(stored: pl.DataFrame, ingested: pl.DataFrame) -> int:
 
 
 def _fulfil_feedback(
-    context: dg.AssetExecutionContext, lake: LakeResource, rules: ValidationRules, known: dict[str, str]
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    rules: ValidationRules,
+    known: dict[str, str],
+    *,
+    from_pool: bool,
 ) -> Fulfilment | None:
-    """Generate the prompts that open feedback requests ask for (`known`: prompt_id → locator of every
-    prompt in the lake), then mark those requests done."""
+    """Buy the prompts that open feedback requests ask for (`known`: prompt_id → locator of every prompt in
+    the lake): mark unanswered built-in train prompts of the cell bought (`from_pool`), generate the rest,
+    then mark those requests done."""
     requests = lake.read("feedback/requests", missing_ok=True)
     if requests.is_empty() or requests.filter(pl.col("status") == "open").is_empty():
         return None
     # No targeted prompt may share a word run with a held-out prompt (the judge's hints are free text).
-    stored = lake.read("raw/prompts", columns=["instruction", "context", "split"], missing_ok=True)
+    stored = lake.read("raw/prompts", missing_ok=True)
     eval_rows = stored.filter(pl.col("split") == "eval").iter_rows(named=True) if not stored.is_empty() else ()
     held_out = EvalIndex.build(eval_rows, SftConfig().contamination_ngram)
-    fed = fulfil_requests(requests, known, run_id=context.run.run_id, rules=rules, held_out=held_out)
+    fed = fulfil_requests(
+        requests, known, run_id=context.run.run_id, rules=rules, held_out=held_out, stored=stored if from_pool else None
+    )
+    for (for_round,), bought in fed.bought.partition_by("bought_for_round", as_dict=True).items():
+        lake.write(
+            "raw/prompts",
+            bought.select(*PROMPT_SCHEMA),
+            mode="merge",
+            lineage=Lineage(run_id=context.run.run_id, round=int(for_round)),
+            update_if_changed=("bought_for_round",),
+        )
     for (for_round,), prompts in fed.prompts.partition_by("for_round", as_dict=True).items():
         lake.write(
             "raw/prompts",
@@ -241,7 +267,10 @@ def _fulfil_feedback(
     # The request rows keep their own lineage (the round that found the weakness); fulfilled_by says who did it.
     lake.write("feedback/requests", fed.requests, mode="merge")
     cells = ", ".join(f"{r['domain']}/{r['task_type']} ×{len(r['prompt_ids'])}" for r in fed.requests.iter_rows(named=True))
-    context.log.info(f"feedback: {fed.prompts.height} targeted prompts for {fed.requests.height} requests ({cells})")
+    context.log.info(
+        f"feedback: {fed.bought.height} unanswered train prompts bought and {fed.prompts.height} generated for "
+        f"{fed.requests.height} requests ({cells})"
+    )
     for cell, missing in fed.short.items():
         context.log.warning(f"feedback: the generator has no more distinct prompts for {cell} ({missing} short)")
     return fed

@@ -25,6 +25,8 @@ PROMPT_SCHEMA: dict[str, pl.DataType] = {
     "locator": pl.String(),
     "origin": pl.String(),
     "split": pl.String(),
+    # The round whose feedback bought this built-in train prompt past the teacher's per-cell cap; null: not bought.
+    "bought_for_round": pl.Int64(),
 }
 REJECT_SCHEMA: dict[str, pl.DataType] = {
     "reject_id": pl.String(),
