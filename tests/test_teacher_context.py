@@ -38,6 +38,8 @@ def test_best_of_n_sends_one_request_per_sample_with_its_own_identity():
     assert local.samples == LOCAL_BEST_OF == 4
     remote = TeacherResource(base_url="http://127.0.0.1:1/v1", model="m")
     assert remote.samples == 1  # a paid endpoint is not asked n times unless configured
+    # A prompt whose samples all failed is asked again only of a teacher answering once per prompt.
+    assert (local.regenerations, remote.regenerations) == (0, 1)
     requests = teacher_requests(pl.DataFrame([ROW]), TeacherResource(best_of=3))
     assert [r["sample_index"] for r in requests] == [0, 1, 2]
     assert len({r["request_id"] for r in requests}) == 3

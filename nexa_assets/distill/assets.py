@@ -216,7 +216,12 @@ class PairsConfig(dg.Config):
     """Filters, judge thresholds and regeneration."""
 
     round: int | None = round_field()
-    regenerate: int = Field(default=1, ge=0, description="How many times a rejected pair is asked again.")
+    regenerate: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many times a prompt whose samples all failed is asked again, with what failed; unset: "
+        "1 for a remote teacher, 0 for the local one (its best-of-n samples buy ~4x more rows for the time).",
+    )
     min_chars: int = 150
     max_chars: int = 6000
     min_tokens: int = 30
@@ -302,7 +307,8 @@ def distill_pairs(
     written = lake.write("distill/pairs", new_pairs, mode="merge", lineage=lineage)
     regenerated, regenerated_pairs = 0, []
 
-    for depth in range(1, config.regenerate + 1):
+    regenerate = teacher.regenerations if config.regenerate is None else config.regenerate
+    for depth in range(1, regenerate + 1):
         pairs = lake.read("distill/pairs")
         parents = _regeneration_parents(pairs, depth)
         if parents.is_empty():
