@@ -27,7 +27,9 @@ from typing import Any
 
 from nexa_resources.prefix_attention import NAME as PREFIX_ATTENTION, SharedPrefix, register as register_prefix_attention
 
-DEFAULT_MAX_BATCH = 64
+# A round's 128 teacher requests (32 prompts x best of 4) or a 96-prompt eval set fit one batch: split in two,
+# each half ran to its own longest answer.
+DEFAULT_MAX_BATCH = 128
 DEFAULT_GATHER_MS = 500  # a batch closes once no request arrived for this long ...
 MAX_GATHER_S = 5.0  # ... or this long after it started gathering
 # Prompts that start with this many identical tokens share one computed prefix (system prompt + examples).

@@ -451,7 +451,7 @@ def test_teacher_defaults_do_not_depend_on_who_builds_the_resource(monkeypatch):
     for var in ("NEXA_TEACHER_BASE_URL", "NEXA_TEACHER_MODEL", "NEXA_TEACHER_MAX_TOKENS", "NEXA_TEACHER_MAX_CONCURRENCY"):
         monkeypatch.delenv(var, raising=False)
     local = TeacherResource.from_env()
-    assert local.sampling().max_tokens == 256 and local.concurrency == 64 and local.samples == 4
+    assert local.sampling().max_tokens == 256 and local.concurrency == 128 and local.samples == 4
     remote = TeacherResource(base_url="http://127.0.0.1:9/v1", model="m")
     assert remote.sampling().max_tokens == 384 and remote.concurrency == 16
     assert TeacherResource(max_tokens=100).sampling().max_tokens == 100

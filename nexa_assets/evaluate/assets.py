@@ -26,7 +26,7 @@ from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import ChatClient, SamplingParams, run_sync
 from nexa_resources.local_model import LocalModelServer
 from nexa_resources.serving import serve_checkpoint
-from nexa_resources.teacher import LOCAL_TIMEOUT_S, TeacherResource
+from nexa_resources.teacher import LOCAL_TIMEOUT_S, REMOTE_CONCURRENCY, TeacherResource
 
 RAW_PROMPTS = dg.AssetKey(["raw", "prompts"])
 CHECKPOINTS = dg.AssetKey(["train", "checkpoints"])
@@ -117,7 +117,12 @@ class PredictionsConfig(dg.Config):
     checkpoint_id: str | None = Field(default=None, description="Checkpoint to evaluate (default: the newest).")
     max_tokens: int = Field(default=256, gt=0, description="Answer length limit; longer answers count as truncated.")
     temperature: float = Field(default=0.0, ge=0, description="0 = greedy, so answers are reproducible.")
-    max_concurrency: int = Field(default=64, gt=0, description="Requests in flight (a local model batches them).")
+    max_concurrency: int = Field(
+        default=128,
+        gt=0,
+        description="Requests in flight: the local model server batches them (96 eval prompts, one batch); external "
+        "reference models get at most 16.",
+    )
     include_base: bool = Field(
         default=True,
         description="Also answer with the student's base model before any training (a reference row, answered "
@@ -337,7 +342,8 @@ def eval_predictions(
             prompts,
             lambda ext=external, key=key: _client_maker(
                 lambda _: ChatClient(
-                    base_url=ext.base_url, model=ext.model, api_key=key or "none", max_concurrency=config.max_concurrency
+                    base_url=ext.base_url, model=ext.model, api_key=key or "none",
+                    max_concurrency=min(config.max_concurrency, REMOTE_CONCURRENCY),
                 )
             ),
             params,
