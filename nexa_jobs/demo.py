@@ -16,7 +16,6 @@ from nexa_resources.lake import LakeResource
 DEMO_RUN_CONFIG = {
     "ops": {
         "distill__completions": {"config": {"per_cell": 2}},
-        "distill__pairs": {"config": {"regenerate": 0}},
         "eval__prompts": {"config": {"per_cell": 4}},
         "eval__predictions": {"config": {"include_teacher": False}},
         "feedback_loop": {"config": {"prompts_per_round": 12, "max_rounds": 1}},
@@ -24,7 +23,6 @@ DEMO_RUN_CONFIG = {
 }
 DEMO_RELAXED = [
     "teacher answers 2 seed prompts per cell in round 0 (default 4), each best of 4",
-    "a prompt none of whose 4 samples passed is not asked again (default: once, with the reasons)",
     "4 held-out eval prompts per cell (default 12): intervals are about 1.7x wider than the bench's",
     "the teacher's reference row on the eval prompts is skipped (bench/efficacy.py --teacher-row adds it)",
     "12 prompts bought for the focus cells (default 24); one feedback round (default cap 3)",
