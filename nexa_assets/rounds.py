@@ -11,6 +11,9 @@ from nexa_resources.lake import LakeResource
 ROUND_TAG = "nexa/round"
 FOCUS_TAG = "nexa/focus_cells"
 TRIGGER_TAG = "nexa/trigger"
+# The next round's estimated USD ("0.012345", or "unknown" when a price is unknown): feedback/weaknesses metadata
+# and the run the feedback sensor requests for that round.
+ESTIMATE_TAG = "nexa/estimated_cost_usd"
 
 
 def round_field() -> Any:

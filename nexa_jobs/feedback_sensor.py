@@ -4,7 +4,8 @@ It writes nothing itself. For each new materialization (cursor: the event's stor
 not stop, it requests one run of `refresh_job` with run key `feedback-round-<r+1>`, so each round is
 launched once. The run inherits the run config of the run that judged round r (the user's settings:
 prompt counts, thresholds, training steps …), with `round` set to r+1 on every op; its tags carry the
-round, the focus cells, the loop and the run it came from.
+round, the focus cells, the loop, the run it came from, and the round's estimated $ (made by the feedback
+step before the run starts).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from nexa_assets.rounds import FOCUS_TAG, ROUND_TAG, TRIGGER_TAG
+from nexa_assets.rounds import ESTIMATE_TAG, FOCUS_TAG, ROUND_TAG, TRIGGER_TAG
 from nexa_jobs.catalog import OP_NAMES, ops_taking
 from nexa_resources.run_worker import fail_dead_runs
 
@@ -89,6 +90,8 @@ def _request(context: dg.SensorEvaluationContext, record: Any) -> tuple[int, dg.
             TRIGGER_TAG: "feedback",
             "nexa/loop_id": str(_value(metadata, "loop_id") or ""),
             "nexa/judged_by_run": record.run_id or "",
+            # A judgement from before estimates were made has none: unknown, never a made-up $0.
+            ESTIMATE_TAG: str(_value(metadata, ESTIMATE_TAG) or "unknown"),
         },
     )
     return round_, request, f"round {round_}: {len(focus)} weak cells → {run_key(next_round)} ({', '.join(focus)})"
@@ -100,7 +103,8 @@ def _request(context: dg.SensorEvaluationContext, record: Any) -> tuple[int, dg.
     minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches feedback/weaknesses; when a round has weak cells and no stop reason, launches "
-    "refresh_job for the next round (run key feedback-round-<r>, tags nexa/round and nexa/focus_cells).",
+    "refresh_job for the next round (run key feedback-round-<r>, tags nexa/round, nexa/focus_cells and "
+    "nexa/estimated_cost_usd).",
 )
 def feedback_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     # A killed round would hold the nexa/trigger queue slot forever and stall the loop.

@@ -14,6 +14,7 @@ import polars as pl
 from nexa_assets.evaluate.judge_costs import format_usd, judge_spend
 from nexa_assets.feedback.lift import format_change
 from nexa_assets.feedback.schema import WEAKNESS_SCHEMA
+from nexa_assets.feedback.spend import ledger_view
 from nexa_assets.feedback.weakness import largest_other_drop
 from nexa_resources.lake import LakeResource
 
@@ -90,8 +91,9 @@ def _lift_rows(weaknesses: pl.DataFrame) -> pl.DataFrame:
 def rounds_summary(lake: LakeResource) -> pl.DataFrame:
     """One row per round: checkpoint, weak (and clearly weak) cells, mean score, the focus cells' paired lift
     '+0.42 [+0.10, +0.74]' (95% interval), improved (interval above 0), the largest drop of another cell,
-    the stop reason, the teacher's requests, tokens and $ spent in that round (distill.completions), and the
-    judge's (distill.pairs and eval.scores; `judge_usd` "unknown" when a paid verdict has no known price)."""
+    the stop reason, the teacher's requests, tokens and $ spent in that round (distill.completions), the
+    judge's (distill.pairs and eval.scores; `judge_usd` "unknown" when a paid verdict has no known price), and the
+    round's whole $ estimated before and measured after with the next round's estimate (feedback.rounds)."""
     weaknesses = _weaknesses(lake)
     if weaknesses.is_empty():
         return pl.DataFrame()
@@ -133,7 +135,18 @@ def rounds_summary(lake: LakeResource) -> pl.DataFrame:
         per_round.join(spend, on="round", how="left")
         .join(judge_by_round(lake), on="round", how="left")
         .join(bought, on="round", how="left")
+        .join(ledger_by_round(lake), on="round", how="left")
         .with_columns(pl.col("stop_reason").fill_null("—"), pl.col("new_prompts").fill_null(0))
+    )
+
+
+def ledger_by_round(lake: LakeResource) -> pl.DataFrame:
+    """Per round, from feedback.rounds: the $ estimated before it ran and measured after (all parts), and the next
+    round's estimate, as text ("unknown" for a price the lake does not know, "—" where no estimate was made)."""
+    view = ledger_view(lake.read("feedback/rounds", missing_ok=True))
+    return view.select(
+        "round", pl.col("estimated").alias("usd_estimated"), pl.col("measured").alias("usd_measured"),
+        pl.col("next_estimate").alias("next_usd_estimated"),
     )
 
 

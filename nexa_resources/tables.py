@@ -40,6 +40,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("eval", "metrics", ("model_id", "domain", "task_type", "metric")),
         TableSpec("feedback", "weaknesses", ("round", "domain", "task_type", "metric")),
         TableSpec("feedback", "requests", ("round", "domain", "task_type")),
+        TableSpec("feedback", "rounds", ("round",)),
     )
 }
 

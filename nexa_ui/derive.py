@@ -10,6 +10,7 @@ import polars as pl
 from nexa_assets.distill.pairs import METRICS
 from nexa_assets.evaluate.judge_costs import judge_spend
 from nexa_assets.evaluate.stats import mean_ci, t_critical_95
+from nexa_assets.feedback.spend import ledger_view
 from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
 
 # Where a model's scores come from: eval/scores rows count only under the judge, rubric and eval set that
@@ -408,6 +409,30 @@ def gpu_costs(checkpoints: pl.DataFrame) -> pl.DataFrame:
     ).sort("round", "checkpoint_id")
 
 
+def round_ledger(rounds: pl.DataFrame) -> pl.DataFrame:
+    """feedback/rounds per round, oldest first: the $ estimated before and measured after (teacher, judge, GPU,
+    evaluation), the loop's spend and budget, the focus lift per $, the next round's estimate and the stop
+    reason; $ as text ("unknown" for a null price, never $0)."""
+    return ledger_view(rounds)
+
+
+def next_round(rounds: pl.DataFrame) -> dict[str, object] | None:
+    """The newest round's ledger row as the next round's outlook: `round` (the next round), `estimate` ($ text,
+    "unknown"), `stop_reason`/`stop_detail` when the loop stopped instead, `spent`, `budget`; None without a ledger."""
+    if rounds.is_empty():
+        return None
+    newest = ledger_view(rounds).row(-1, named=True)
+    stopped = newest["stop_reason"] != "—"
+    return {
+        "round": int(newest["round"]) + 1,
+        "estimate": None if stopped else newest["next_estimate"],
+        "stop_reason": newest["stop_reason"] if stopped else None,
+        "stop_detail": newest["stop_detail"] or None,
+        "spent": newest["spent"],
+        "budget": newest["budget"],
+    }
+
+
 def loss_curves(curves: dict[str, list[list[float]]]) -> pl.DataFrame:
     """checkpoint_id → [[step, loss], …] as long rows for a line chart."""
     rows = [
@@ -436,6 +461,8 @@ __all__ = [
     "leaderboard",
     "loss_curves",
     "model_labels",
+    "next_round",
+    "round_ledger",
     "model_metrics",
     "pooled",
     "regeneration_chain",

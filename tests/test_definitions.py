@@ -31,7 +31,7 @@ def test_loop_groups_sensors_and_refresh_job():
     graph = defs.resolve_asset_graph()
     groups = {g: {k.to_user_string() for k in dg.AssetSelection.groups(g).resolve(graph)} for g in ("evaluate", "feedback")}
     assert groups["evaluate"] == {"eval/prompts", "eval/predictions", "eval/scores", "eval/metrics"}
-    assert groups["feedback"] == {"feedback/weaknesses", "feedback/requests"}
+    assert groups["feedback"] == {"feedback/weaknesses", "feedback/requests", "feedback/rounds"}
     refresh = defs.resolve_job_def("refresh_job")
     assert {k.to_user_string() for k in refresh.asset_layer.executable_asset_keys} == {
         k.to_user_string() for k in graph.get_all_asset_keys()

@@ -184,3 +184,110 @@ def test_unknown_threshold_metric_fails_with_the_valid_names(lake, instance):
     [failure] = [e for e in result.all_events if e.is_step_failure]
     message = failure.step_failure_data.error.message
     assert "clarty" in message and "clarity" in message and "hallucination_safety" in message
+
+
+# ------------------------------------------------------------------------------ spending by evidence
+
+
+def plant_costs(lake: LakeResource, round_: int, *, prompts: int, teacher_usd: float | None, gpu_usd: float | None,
+                checkpoint: str) -> None:
+    """What round `round_` bought: `prompts` prompts answered by the teacher (2 requests each, `teacher_usd` in
+    all), the round's checkpoint trained for `gpu_usd`, its eval answers served locally ($0)."""
+    lineage = Lineage(run_id=f"plant-{round_}", round=round_)
+    per_request = None if teacher_usd is None else teacher_usd / (2 * prompts)
+    lake.write(
+        "distill/completions",
+        pl.DataFrame(
+            [{"request_id": f"r{round_}-{i}-{s}", "prompt_id": f"bought-{round_}-{i}", "cost_usd": per_request}
+             for i in range(prompts) for s in range(2)],
+            schema={"request_id": pl.String, "prompt_id": pl.String, "cost_usd": pl.Float64},
+        ),
+        mode="merge",
+        lineage=lineage,
+    )
+    lake.write("train/checkpoints", pl.DataFrame({"checkpoint_id": [checkpoint], "cost_usd": [gpu_usd]},
+                                                 schema={"checkpoint_id": pl.String, "cost_usd": pl.Float64}),
+               mode="merge", lineage=lineage)
+    lake.write("eval/predictions", pl.DataFrame({"model_id": [checkpoint], "prompt_id": ["p"], "cost_usd": [0.0]}),
+               mode="merge", lineage=lineage)
+
+
+def _ledger(lake: LakeResource, round_: int) -> dict:
+    return lake.read("feedback/rounds").filter(pl.col("round") == round_).row(0, named=True)
+
+
+# Round 0: 4 prompts for $0.50 ($0.125 each) and a $1.00 checkpoint; it buys 8 prompts for round 1, estimated at
+# 8 × $0.125 + $1.00 × (4 + 8) / 4 = $4.00. Round 1 costs what was estimated.
+ROUND0_COST = {"prompts": 4, "teacher_usd": 0.5, "gpu_usd": 1.0}
+ROUND1_COST = {"prompts": 8, "teacher_usd": 1.0, "gpu_usd": 3.0}
+
+
+def test_budget_exhausted_after_a_round_whose_successor_would_pass_the_budget(lake, instance):
+    config = {"default_threshold": 4.0, "prompts_per_round": 8, "budget_usd": 10.0}
+    plant_costs(lake, 0, checkpoint=plant_round(lake, 0, {CELLS[0]: NOISY[0], CELLS[1]: 4.0}), **ROUND0_COST)
+    assert judge(lake, instance, 0, **config).success
+    row = _ledger(lake, 0)
+    assert row["total_usd"] == pytest.approx(1.5) and row["spent_usd"] == pytest.approx(1.5)
+    assert row["estimated_usd"] is None and row["next_prompts"] == 8
+    assert row["next_estimate_usd"] == pytest.approx(4.0) and row["stop_reason"] is None
+    # The estimate is in the next round's run request, before that run starts.
+    assert _metadata(instance)["nexa/estimated_cost_usd"] == "4.000000"
+    requests, cursor, _ = evaluate(instance, None)
+    assert [r.run_key for r in requests] == ["feedback-round-1"]
+    assert requests[0].tags["nexa/estimated_cost_usd"] == "4.000000"
+
+    # Round 1 lifted its focus cell clearly and cost $4.00 as estimated ($5.50 so far); the next round would buy 8
+    # more prompts for 8 × $0.125 + $3.00 × (12 + 8) / 12 = $6.00: $11.50 > $10.
+    plant_costs(lake, 1, checkpoint=plant_round(lake, 1, {CELLS[0]: CLEAR[1], CELLS[1]: 4.0}), **ROUND1_COST)
+    assert judge(lake, instance, 1, **config).success
+    meta = _metadata(instance)
+    assert meta["improved"] is True and meta["stop_reason"] == "budget_exhausted"
+    row = _ledger(lake, 1)
+    assert row["estimated_usd"] == pytest.approx(4.0) and row["total_usd"] == pytest.approx(4.0)  # before / after
+    assert row["spent_usd"] == pytest.approx(5.5) and row["next_estimate_usd"] == pytest.approx(6.0)
+    assert row["stop_reason"] == "budget_exhausted" and "would make $11.5000" in row["stop_detail"]
+    assert set(lake.read("feedback/weaknesses").filter(pl.col("round") == 1)["stop_reason"]) == {"budget_exhausted"}
+    assert lake.read("feedback/requests").filter(pl.col("round") == 1).is_empty()  # nothing bought for round 2
+    requests, _, skip = evaluate(instance, cursor)
+    assert requests == [] and "budget_exhausted" in skip
+
+
+@pytest.mark.parametrize("floor", [0.5, 0.25])
+def test_low_gain_per_dollar_after_a_clear_but_expensive_lift(lake, instance, floor):
+    # Round 1 lifts its focus cell by +1.17 (every answer +1 or +2) for $4.00: 0.29 points per $.
+    config = {"default_threshold": 4.0, "prompts_per_round": 8, "min_gain_per_usd": floor}
+    plant_costs(lake, 0, checkpoint=plant_round(lake, 0, {CELLS[0]: NOISY[0], CELLS[1]: 4.0}), **ROUND0_COST)
+    assert judge(lake, instance, 0, **config).success
+    requests, cursor, _ = evaluate(instance, None)
+    assert [r.run_key for r in requests] == ["feedback-round-1"]  # round 0 has no lift to weigh yet
+    plant_costs(lake, 1, checkpoint=plant_round(lake, 1, {CELLS[0]: CLEAR[1], CELLS[1]: 4.0}), **ROUND1_COST)
+    assert judge(lake, instance, 1, **config).success
+    meta = _metadata(instance)
+    row = _ledger(lake, 1)
+    assert meta["improved"] is True
+    assert row["focus_lift"] == pytest.approx(14 / 12) and row["gain_per_usd"] == pytest.approx(14 / 12 / 4.0)
+    requests, _, skip = evaluate(instance, cursor)
+    if floor > 14 / 12 / 4.0:
+        assert meta["stop_reason"] == row["stop_reason"] == "low_gain_per_dollar"
+        assert f"below the floor {floor:g}" in row["stop_detail"] and row["next_estimate_usd"] is not None
+        assert requests == [] and "low_gain_per_dollar" in skip
+    else:  # the same lift clears a lower floor: the loop goes on
+        assert meta["stop_reason"] == "" and row["stop_reason"] is None
+        assert [r.run_key for r in requests] == ["feedback-round-2"]
+
+
+def test_an_unknown_price_is_unknown_in_the_tag_and_stops_a_loop_with_a_budget(lake, instance):
+    # Planted rounds record no GPU price: the estimate is unknown, never a made-up $0.
+    plant_costs(lake, 0, checkpoint=plant_round(lake, 0, {CELLS[0]: 2.0}), prompts=4, teacher_usd=0.5, gpu_usd=None)
+    assert judge(lake, instance, 0).success
+    row = _ledger(lake, 0)
+    assert row["cost_known"] is False and row["gpu_usd"] is None and row["teacher_usd"] == pytest.approx(0.5)
+    assert row["next_estimate_usd"] is None and row["next_prompts"] == 24
+    requests, cursor, _ = evaluate(instance, None)
+    assert requests[0].tags["nexa/estimated_cost_usd"] == "unknown"
+
+    assert judge(lake, instance, 0, budget_usd=100.0).success
+    row = _ledger(lake, 0)
+    assert row["stop_reason"] == "budget_exhausted" and "unknown (gpu" in row["stop_detail"]
+    requests, _, skip = evaluate(instance, cursor)
+    assert requests == [] and "budget_exhausted" in skip

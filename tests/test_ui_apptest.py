@@ -371,6 +371,61 @@ def test_costs_equal_completions_and_checkpoints(lake):
     assert dict(zip(evals["model_id"], evals["model_label"])) == expected_labels(lake)
 
 
+def _usd(value: float) -> str:
+    return f"${value:,.6f}"
+
+
+def test_costs_show_the_round_ledger_estimated_before_and_measured_after(lake):
+    at = open_page("costs")
+    rounds = lake.read("feedback/rounds").sort("round")
+    shown = frame(at, "round_ledger")
+    assert shown["round"].to_list() == rounds["round"].to_list() == [0, 1]
+    assert shown["measured"].to_list() == [_usd(v) for v in rounds["total_usd"]]
+    # Round 0 had no estimate before it; round 1's is the one round 0 made; round 1 stopped (no next estimate).
+    assert shown["estimated"].to_list() == ["—", _usd(rounds["estimated_usd"][1])]
+    assert rounds["estimated_usd"][1] == pytest.approx(rounds["next_estimate_usd"][0])
+    assert shown["next_estimate"].to_list() == [_usd(rounds["next_estimate_usd"][0]), "—"]
+    assert shown["stop_reason"].to_list() == ["—", "round_cap"] and shown["budget"].to_list() == ["none", "none"]
+    # The measured $ are the round's rows of the cost tables.
+    completions = lake.read("distill/completions").filter(pl.col("round") == 1)
+    checkpoints = lake.read("train/checkpoints").filter(pl.col("round") == 1)
+    assert shown["teacher"][1] == _usd(completions["cost_usd"].sum())
+    assert shown["gpu"][1] == _usd(checkpoints["cost_usd"].sum())
+    assert metric(at, "Next round (2)") == "none: round_cap"
+    assert metric(at, "Spent in this loop") == _usd(rounds["spent_usd"][1])
+    assert metric(at, "Loop budget") == "none"
+
+
+def test_costs_show_the_next_rounds_estimate_before_it_runs(tmp_path, monkeypatch):
+    from nexa_assets.feedback.spend import Cost, Estimate, ledger_row
+    from nexa_resources.lake import LakeResource, Lineage
+
+    root = tmp_path / "lake"
+    monkeypatch.setenv("NEXA_LAKE_ROOT", str(root))
+    ledger = LakeResource(root=str(root))
+
+    def judged(round_: int, estimate: Cost) -> None:
+        row = ledger_row(loop_id="loop-b", loop_round=round_, checkpoint_id=f"c{round_}", cost=Cost(0.5, 0.25, 0.5, 0.0),
+                         estimated=None, spent_usd=1.25 * (round_ + 1), budget_usd=5.0, focus_lift=None,
+                         gain_per_usd=None, min_gain_per_usd=None, next_round=Estimate(estimate, 24, "basis"),
+                         stop_reason=None, stop_detail=None)
+        ledger.write("feedback/rounds", row, mode="merge", lineage=Lineage(run_id=f"r{round_}", round=round_))
+
+    judged(0, Cost(0.12, 0.05, 0.25, 0.0))
+    at = open_page("costs")
+    assert metric(at, "Next round (1), estimated") == "$0.420000"
+    assert metric(at, "Spent in this loop") == "$1.250000" and metric(at, "Loop budget") == "$5.000000"
+    assert frame(at, "round_ledger")["next_estimate"].to_list() == ["$0.420000"]
+    assert at.info and "nothing has been bought yet" in at.info[0].value  # the other sections' empty state
+
+    judged(1, Cost(0.12, None, 0.25, 0.0))  # a judge without a price: unknown, never $0
+    import streamlit as st
+
+    st.cache_data.clear()  # the page trusts a table's version for a few seconds (nexa_ui.data.VERSION_TTL_S)
+    at = open_page("costs")
+    assert metric(at, "Next round (2), estimated") == "unknown"
+
+
 def test_sql_runs_read_only_queries_and_refuses_files(lake):
     at = open_page("sql")
     default = frame(at, "sql_table")

@@ -22,6 +22,7 @@ from nexa_assets.distill.pairs import METRICS, PAIR_SCHEMA
 from nexa_assets.evaluate.schema import METRIC_SCHEMA, PREDICTION_SCHEMA, SCORE_SCHEMA
 from nexa_assets.evaluate.stats import mean_ci
 from nexa_assets.feedback.schema import REQUEST_SCHEMA, WEAKNESS_SCHEMA
+from nexa_assets.feedback.spend import Cost, CostTables, Estimate, ledger_row, measured, round_costs
 from nexa_assets.raw.ingest import PROMPT_SCHEMA
 from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
 from nexa_assets.train.register import CHECKPOINT_SCHEMA
@@ -255,4 +256,21 @@ def build(root: str | Path) -> LakeResource:
     ]
     lake.write("feedback/requests", pl.DataFrame(requests, schema=REQUEST_SCHEMA), mode="merge",
                lineage=Lineage(run_id="run-feedback-r0", round=0))
+
+    # The ledger, as the feedback step writes it: each round's $ measured from the tables above, round 0's estimate
+    # of round 1 (4 prompts bought), and round 1 stopped by the round cap (no next estimate).
+    costs = round_costs(CostTables.read(lake))
+    estimate = Estimate(Cost(0.0004, 0.0, 0.3, 0.0), 4, "round 0 per prompt: teacher $0.0001 × 4")
+    spent = 0.0
+    for rnd, ckpt in CHECKPOINTS.items():
+        cost = measured(costs, rnd)
+        spent += cost.total_usd or 0.0
+        row = ledger_row(
+            loop_id="loop-1", loop_round=rnd, checkpoint_id=ckpt, cost=cost,
+            estimated=(estimate.cost, estimate.basis) if rnd == 1 else None, spent_usd=spent, budget_usd=None,
+            focus_lift=None if rnd == 0 else 0.25, gain_per_usd=None if rnd == 0 else 0.25 / cost.total_usd,
+            min_gain_per_usd=None, next_round=estimate if rnd == 0 else None,
+            stop_reason=None if rnd == 0 else "round_cap", stop_detail=None,
+        )
+        lake.write("feedback/rounds", row, mode="merge", lineage=Lineage(run_id=f"run-feedback-r{rnd}", round=rnd))
     return lake

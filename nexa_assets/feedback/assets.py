@@ -1,6 +1,7 @@
-"""feedback/weaknesses and feedback/requests (group `feedback`): the cells that fall short and the data
-bought for them. One op writes both tables before either materialization is reported, so the feedback
-sensor, which reacts to feedback/weaknesses, never sees a round whose requests are not written yet."""
+"""feedback/weaknesses, feedback/requests and feedback/rounds (group `feedback`): the cells that fall short, the
+data bought for them, and what each round cost against its estimate. One op writes the three tables before any
+materialization is reported, so the feedback sensor, which reacts to feedback/weaknesses, never sees a round whose
+requests or next-round estimate are not written yet."""
 
 import json
 from collections.abc import Iterator
@@ -14,15 +15,29 @@ from nexa_assets.evaluate.assets import newest_checkpoint
 from nexa_assets.evaluate.report import cell_heatmap_markdown
 from nexa_assets.evaluate.rubric import load_rubric
 from nexa_assets.feedback.requests import build_requests
+from nexa_assets.feedback.spend import (
+    CostTables,
+    Estimate,
+    estimate_made_for,
+    estimate_next,
+    ledger_row,
+    ledger_view,
+    measured,
+    round_costs,
+    spent,
+    usd_tag,
+)
 from nexa_assets.feedback.weakness import (
     target,
     LoopRules,
     classify_cells,
     focus_cells,
+    gain_per_usd,
     judge_round,
+    spending_stop,
 )
 from nexa_assets.metadata import markdown_table
-from nexa_assets.rounds import resolve_round
+from nexa_assets.rounds import ESTIMATE_TAG, resolve_round
 from nexa_resources.judge import JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 
@@ -30,6 +45,15 @@ METRICS = dg.AssetKey(["eval", "metrics"])
 SCORES = dg.AssetKey(["eval", "scores"])
 WEAKNESSES = dg.AssetKey(["feedback", "weaknesses"])
 REQUESTS = dg.AssetKey(["feedback", "requests"])
+ROUNDS = dg.AssetKey(["feedback", "rounds"])
+# The tables whose cost columns the ledger sums.
+COST_SOURCES = [
+    dg.AssetKey(["distill", "completions"]),
+    dg.AssetKey(["distill", "pairs"]),
+    dg.AssetKey(["train", "checkpoints"]),
+    dg.AssetKey(["eval", "predictions"]),
+    SCORES,
+]
 
 
 class FeedbackConfig(dg.Config):
@@ -57,12 +81,32 @@ class FeedbackConfig(dg.Config):
         "a budget spread over every weak cell moves none of them measurably.",
     )
     min_per_cell: int = Field(default=1, ge=0, description="Prompts every weak (domain, task_type) gets first.")
+    budget_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="USD the loop may spend (teacher, judge, GPU and evaluation, its first round included). Stop "
+        "(budget_exhausted) when what it spent plus the next round's estimate would exceed it, or when either is "
+        "unknown (a model without a price). Unset: no budget.",
+    )
+    min_gain_per_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="Floor on the last round's focus lift (score points, 1–5 scale) per USD it cost. Stop "
+        "(low_gain_per_dollar) below it, or when that round's $ is unknown; a free round never stops. Unset: no floor.",
+    )
 
     def rules(self, metrics: tuple[str, ...]) -> LoopRules:
         unknown = sorted(set(self.thresholds) - set(metrics))
         if unknown:
             raise ValueError(f"unknown metrics in thresholds: {unknown}; valid values are {', '.join(metrics)}")
-        return LoopRules(self.default_threshold, dict(self.thresholds), self.max_rounds, self.min_improvement)
+        return LoopRules(
+            self.default_threshold,
+            dict(self.thresholds),
+            self.max_rounds,
+            self.min_improvement,
+            budget_usd=self.budget_usd,
+            min_gain_per_usd=self.min_gain_per_usd,
+        )
 
 
 @dg.multi_asset(
@@ -74,9 +118,11 @@ class FeedbackConfig(dg.Config):
             "its 95% interval, threshold, gap, status weak|pass (weak: the mean is below the threshold, where "
             "the loop buys data) and clearly_weak (the whole interval is below it: a shortfall, not noise); "
             "the paired change vs the previous round's checkpoint on the same prompts with its interval; and "
-            "the round's stop reason (all_cells_pass | no_improvement: the focus cells' paired lift has a 95% "
-            "interval that does not lie above 0 | round_cap; null while the loop goes on). The feedback sensor "
-            "watches this asset.",
+            "the round's stop reason, first match wins (all_cells_pass | no_improvement: the focus cells' paired "
+            "lift has a 95% interval that does not lie above 0 | round_cap | low_gain_per_dollar: the last "
+            "round's lift per $ is below min_gain_per_usd | budget_exhausted: the next round's estimate would "
+            "take the loop past budget_usd; null while the loop goes on). Its metadata carries the next round's "
+            "estimated $ (nexa/estimated_cost_usd). The feedback sensor watches this asset.",
             group_name="feedback",
             kinds={"polars", "deltalake"},
         ),
@@ -88,12 +134,23 @@ class FeedbackConfig(dg.Config):
             group_name="feedback",
             kinds={"polars", "deltalake"},
         ),
+        dg.AssetSpec(
+            ROUNDS,
+            deps=COST_SOURCES,
+            description="The loop's ledger, one row per round (key round): its teacher, judge, GPU and evaluation "
+            "$ measured from the lake's cost columns (null: a price is unknown, never $0) beside the estimate made "
+            "for it before it ran, the loop's spend so far and budget, the focus lift per $, the next round's "
+            "estimate with how it was made, and the stop reason with the money rules' figures.",
+            group_name="feedback",
+            kinds={"polars", "deltalake"},
+        ),
     ],
 )
 def feedback_loop(
     context: dg.AssetExecutionContext, config: FeedbackConfig, lake: LakeResource, judge: JudgeResource
 ) -> Iterator[dg.MaterializeResult]:
-    """Find the weak cells of the newest checkpoint, apply the stop rules, and request targeted prompts."""
+    """Find the weak cells of the newest checkpoint, apply the stop rules, request targeted prompts, and record
+    what the round cost and what the next one is estimated to cost."""
     rubric_metrics = load_rubric(judge.rubric).metrics
     try:
         rules = config.rules(rubric_metrics)
@@ -124,15 +181,43 @@ def feedback_loop(
         after = comparable.filter(pl.col("model_id") == model_id)
     verdict = judge_round(cells, previous, rules, before, after)
     weak = verdict.weak
+    lift = verdict.focus_lift
+
+    # What this round cost (measured) and the loop so far: rounds round_ - loop_round .. round_ are this loop's.
+    tables = CostTables.read(lake)
+    costs = round_costs(tables)
+    cost = measured(costs, round_)
+    spent_usd = spent(costs, round_ - verdict.loop_round, round_)
+    lift_mean = lift.mean if lift is not None else None
+    gain = gain_per_usd(lift_mean, cost.total_usd)
+
     focus = focus_cells(weak, config.max_focus_cells) if verdict.stop_reason is None else []
-    verdict = replace(verdict, cells=target(verdict.cells, focus))
-    targeted = verdict.cells.filter(pl.col("targeted"))
-    lineage = Lineage(run_id=context.run.run_id, round=round_)
+    targeted = target(verdict.cells, focus).filter(pl.col("targeted"))
     requests = (
         build_requests(targeted, scores, budget=config.prompts_per_round, for_round=round_ + 1, min_per_cell=config.min_per_cell)
         if verdict.stop_reason is None
         else None
     )
+    # The next round's $, estimated before it runs from this round's unit costs; then the money rules.
+    next_round: Estimate | None = None
+    stop_detail: str | None = None
+    if requests is not None:
+        next_round = estimate_next(tables, costs, round_, model_id, int(requests["n_prompts"].sum()))
+        money = spending_stop(
+            rules,
+            loop_round=verdict.loop_round,
+            lift=lift_mean,
+            round_usd=cost.total_usd,
+            round_unknown=cost.unknown,
+            spent_usd=spent_usd,
+            next_usd=next_round.total_usd,
+            next_unknown=next_round.cost.unknown,
+        )
+        if money is not None:
+            reason, stop_detail = money
+            verdict, focus, requests = verdict.stopped(reason), [], None
+    verdict = replace(verdict, cells=target(verdict.cells, focus))
+    lineage = Lineage(run_id=context.run.run_id, round=round_)
     # Requests first: once feedback/weaknesses is reported, the sensor may launch the next round at once.
     # A re-judged round replaces its own open requests (e.g. after a threshold change).
     if lake.exists("feedback/requests"):
@@ -141,21 +226,42 @@ def feedback_loop(
     wrote_requests = None
     if requests is not None and requests.height:
         wrote_requests = lake.write("feedback/requests", requests, mode="merge", lineage=lineage)
+    ledger = lake.read("feedback/rounds", missing_ok=True)
+    stop = verdict.stop_reason
+    row = ledger_row(
+        loop_id=rules.loop_id,
+        loop_round=verdict.loop_round,
+        checkpoint_id=model_id,
+        cost=cost,
+        estimated=estimate_made_for(ledger, round_),
+        spent_usd=spent_usd,
+        budget_usd=rules.budget_usd,
+        focus_lift=lift_mean,
+        gain_per_usd=gain,
+        min_gain_per_usd=rules.min_gain_per_usd,
+        next_round=next_round,
+        stop_reason=stop,
+        stop_detail=stop_detail,
+    )
+    wrote_round = lake.write("feedback/rounds", row, mode="merge", lineage=lineage)
     written = lake.write(
         "feedback/weaknesses",
         verdict.cells,
         mode="merge",
         lineage=lineage,
     )
-    stop = verdict.stop_reason
-    lift = verdict.focus_lift
     drop = verdict.largest_other_drop
+    estimate_text = usd_tag(next_round.total_usd) if next_round is not None else ""
     context.log.info(
         f"round {round_} ({rules.loop_id}, loop round {verdict.loop_round}): {weak.height} of {cells.height} cells "
         f"weak ({int(verdict.cells['clearly_weak'].sum())} clearly); "
         + (f"focus lift {lift} over {lift.n} prompts, improved: {verdict.improved}; " if lift is not None else "")
-        + (f"loop stops: {stop}" if stop else f"requesting {requests.height if requests is not None else 0} "
-                     f"cells for round {round_ + 1}: {', '.join(focus)}")
+        + f"cost {cost}, loop spent {usd_tag(spent_usd)}"
+        + (f" of budget {rules.budget_usd:g}" if rules.budget_usd is not None else "")
+        + "; "
+        + (f"loop stops: {stop}" + (f" ({stop_detail})" if stop_detail else "") if stop
+           else f"requesting {requests.height if requests is not None else 0} cells for round {round_ + 1}: "
+                f"{', '.join(focus)}, estimated $ {estimate_text} ({next_round.basis if next_round else ''})")
     )
     thresholds = {m: rules.threshold(m) for m in rubric_metrics}
     yield dg.MaterializeResult(
@@ -178,6 +284,11 @@ def feedback_loop(
             else None,
             "focus_lift_n": lift.n if lift is not None else None,
             "improved": verdict.improved,
+            # The next round's estimated $ as the sensor copies it into the run's tags ('unknown' when a price
+            # is; empty when the loop stopped before estimating).
+            ESTIMATE_TAG: dg.MetadataValue.text(estimate_text),
+            "round_usd": _rounded(cost.total_usd),
+            "loop_spent_usd": _rounded(spent_usd),
             "largest_other_drop": dg.MetadataValue.json(
                 {k: _rounded(v) if isinstance(v, float) else v for k, v in drop.items()}
             )
@@ -220,6 +331,26 @@ def feedback_loop(
                 )
             ),
             "focus": dg.MetadataValue.text(json.dumps(focus)),
+        },
+    )
+    ledger = lake.read("feedback/rounds")
+    yield dg.MaterializeResult(
+        asset_key=ROUNDS,
+        metadata={
+            **wrote_round.metadata(),
+            "dagster/row_count": ledger.height,
+            "round": round_,
+            "round_usd": _rounded(cost.total_usd),
+            "cost_known": not cost.unknown,
+            "loop_spent_usd": _rounded(spent_usd),
+            "budget_usd": rules.budget_usd,
+            "gain_per_usd": _rounded(gain),
+            ESTIMATE_TAG: dg.MetadataValue.text(estimate_text),
+            "stop_reason": stop or "",
+            "stop_detail": stop_detail or "",
+            "ledger": dg.MetadataValue.md(
+                markdown_table(ledger_view(ledger).tail(20), rows=20)
+            ),
         },
     )
 

@@ -54,5 +54,47 @@ REQUEST_SCHEMA: dict[str, pl.DataType] = {
     "prompt_ids": pl.List(pl.String()),  # the prompts generated for it
 }
 
+# The loop's ledger, one row per round (key: `round`, the lineage column): what the round cost, measured after it
+# ran from the lake's cost columns, next to the estimate made for it before it ran, and the estimate for the next
+# round. $ are USD; null is unknown (a model without a price), never $0.
+ROUND_SCHEMA: dict[str, pl.DataType] = {
+    "loop_id": pl.String(),
+    "loop_round": pl.Int64(),
+    "checkpoint_id": pl.String(),  # the round's evaluated checkpoint
+    # Measured: rows of this round in distill.completions (teacher), distill.pairs + eval.scores (judge),
+    # train.checkpoints (gpu), eval.predictions (eval: priced reference models' answers).
+    "teacher_usd": pl.Float64(),
+    "judge_usd": pl.Float64(),
+    "gpu_usd": pl.Float64(),
+    "eval_usd": pl.Float64(),
+    "total_usd": pl.Float64(),
+    "cost_known": pl.Boolean(),  # every part has a known price
+    # Estimated before the round ran (the previous round's next_*); all null when none was made (round 0).
+    "estimated_teacher_usd": pl.Float64(),
+    "estimated_judge_usd": pl.Float64(),
+    "estimated_gpu_usd": pl.Float64(),
+    "estimated_eval_usd": pl.Float64(),
+    "estimated_usd": pl.Float64(),
+    "estimate_basis": pl.String(),  # how that estimate was made; null: none was made
+    "spent_usd": pl.Float64(),  # total_usd of this loop's rounds so far, this one included
+    "budget_usd": pl.Float64(),  # the loop's budget (null: none)
+    "focus_lift": pl.Float64(),  # the focus cells' paired mean lift over the previous round (score points)
+    "gain_per_usd": pl.Float64(),  # focus_lift / total_usd; null: no lift measured, $ unknown, or a free round
+    "min_gain_per_usd": pl.Float64(),  # the floor (null: none)
+    # The next round, estimated before it runs; null when the loop stopped before an estimate was needed.
+    "next_prompts": pl.Int64(),  # prompts it buys
+    "next_teacher_usd": pl.Float64(),
+    "next_judge_usd": pl.Float64(),
+    "next_gpu_usd": pl.Float64(),
+    "next_eval_usd": pl.Float64(),
+    "next_estimate_usd": pl.Float64(),
+    "next_estimate_basis": pl.String(),
+    "stop_reason": pl.String(),  # as in feedback/weaknesses; null = the loop goes on
+    "stop_detail": pl.String(),  # why a money rule stopped the loop (figures, or which price is unknown)
+}
+
 STATUSES: tuple[str, ...] = ("open", "done")
-STOP_REASONS: tuple[str, ...] = ("all_cells_pass", "round_cap", "no_improvement")
+# In the order the rules are applied (first match wins; see weakness.STOP_ORDER).
+STOP_REASONS: tuple[str, ...] = (
+    "all_cells_pass", "no_improvement", "round_cap", "low_gain_per_dollar", "budget_exhausted",
+)

@@ -2,14 +2,19 @@
 and whether the data bought for last round's weak cells lifted them beyond noise.
 
 A *loop* is a run of rounds under one set of thresholds and stop rules (`loop_id` is their hash):
-raising a threshold starts a new loop, with its own round cap and improvement history.
+raising a threshold (or setting a budget) starts a new loop, with its own round cap, improvement history and spend.
+
+Stop reasons, first match wins (STOP_ORDER): what this round showed first (every cell passes; the focus cells did
+not improve), then the round cap, then the money rules, which only decide whether a round the other rules would
+launch is worth paying for: the last round's lift per $ fell below the floor; the next round's estimate would take
+the loop past its budget.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import polars as pl
@@ -19,6 +24,8 @@ from nexa_assets.feedback.schema import WEAKNESS_SCHEMA
 from nexa_assets.text import content_hash
 
 ALL_CELLS_PASS, ROUND_CAP, NO_IMPROVEMENT = "all_cells_pass", "round_cap", "no_improvement"
+LOW_GAIN_PER_DOLLAR, BUDGET_EXHAUSTED = "low_gain_per_dollar", "budget_exhausted"
+STOP_ORDER: tuple[str, ...] = (ALL_CELLS_PASS, NO_IMPROVEMENT, ROUND_CAP, LOW_GAIN_PER_DOLLAR, BUDGET_EXHAUSTED)
 # How "improved" is decided; part of loop_id, so a loop judged under another rule is another loop.
 IMPROVEMENT_RULE = "paired-t95"
 
@@ -33,19 +40,29 @@ class LoopRules:
     # The focus cells improved when the paired lift's 95% interval lies above 0 AND its mean exceeds this
     # floor (mean score points, 1–5 scale); 0 leaves the interval alone to decide.
     min_improvement: float = 0.0
+    # USD one loop may spend, its first round included: stop (budget_exhausted) when what it spent plus the next
+    # round's estimate would exceed it, or cannot be known. None: no budget.
+    budget_usd: float | None = None
+    # Floor on the last round's focus lift per USD it cost (score points per $): stop (low_gain_per_dollar) below
+    # it, or when that round's $ is unknown. None: no floor.
+    min_gain_per_usd: float | None = None
 
     def threshold(self, metric: str) -> float:
         return float(self.thresholds.get(metric, self.default_threshold))
 
     @property
     def loop_id(self) -> str:
-        spec = {
+        spec: dict[str, Any] = {
             "default_threshold": self.default_threshold,
             "thresholds": dict(sorted(self.thresholds.items())),
             "max_rounds": self.max_rounds,
             "min_improvement": self.min_improvement,
             "improvement_rule": IMPROVEMENT_RULE,
         }
+        # The money rules join the hash only when set, so a loop without them keeps the id it had before they existed.
+        for name in ("budget_usd", "min_gain_per_usd"):
+            if getattr(self, name) is not None:
+                spec[name] = getattr(self, name)
         return "loop-" + content_hash(json.dumps(spec, sort_keys=True))[:10]
 
 
@@ -61,6 +78,11 @@ class RoundVerdict:
     @property
     def weak(self) -> pl.DataFrame:
         return self.cells.filter(pl.col("status") == "weak")
+
+    def stopped(self, reason: str) -> RoundVerdict:
+        """This verdict with `reason` as its stop reason (a money rule applied after judge_round)."""
+        cells = self.cells.with_columns(pl.lit(reason, dtype=pl.String).alias("stop_reason"))
+        return replace(self, cells=cells, stop_reason=reason)
 
 
 def classify_cells(metrics: pl.DataFrame, model_id: str, rules: LoopRules) -> pl.DataFrame:
@@ -116,6 +138,7 @@ def judge_round(
     Stop reasons, first match wins: every cell passes; within one loop, the focus lift's 95% interval does
     not lie above 0 (or its mean is not above `min_improvement`); the loop has run `max_rounds` rounds.
     With nothing to pair (no scores of the previous checkpoint on this eval set) no_improvement cannot fire.
+    The money rules come after these (`spending_stop`), once the next round's cost is estimated.
     """
     prev = previous if previous is not None and not previous.is_empty() else None
     same_loop = prev is not None and prev["loop_id"][0] == rules.loop_id
@@ -175,6 +198,62 @@ def judge_round(
         pl.lit(loop_round, dtype=pl.Int64).alias("loop_round"),
     ).select(list(WEAKNESS_SCHEMA)).sort(keys)
     return RoundVerdict(cells, stop, loop_round, lift, improved, largest_other_drop(cells))
+
+
+def gain_per_usd(lift: float | None, usd: float | None) -> float | None:
+    """Focus lift (score points) per USD of the round that bought it; None without a lift, with an unknown $,
+    or for a free round (a $0 round has no price to weigh)."""
+    if lift is None or usd is None or usd <= 0:
+        return None
+    return lift / usd
+
+
+def spending_stop(
+    rules: LoopRules,
+    *,
+    loop_round: int,
+    lift: float | None,
+    round_usd: float | None,
+    round_unknown: tuple[str, ...] = (),
+    spent_usd: float | None,
+    next_usd: float | None,
+    next_unknown: tuple[str, ...] = (),
+) -> tuple[str, str] | None:
+    """The money rules, for a round the other rules let go on: (stop reason, why) or None.
+
+    low_gain_per_dollar (a floor is set; within one loop, after a round whose focus lift was measured): the
+    round's lift / its $ is below `min_gain_per_usd`. budget_exhausted (a budget is set): `spent_usd` (this loop's
+    rounds, this one included) + `next_usd` (the next round's estimate) exceeds `budget_usd`. A $ that is unknown
+    (None) with its rule set stops the loop too: an unknown price never passes as $0, and the reason says which
+    part is unknown. A free loop ($0) never triggers either rule.
+    """
+    floor = rules.min_gain_per_usd
+    if floor is not None and loop_round > 0 and lift is not None:
+        if round_usd is None:
+            return LOW_GAIN_PER_DOLLAR, (
+                f"the lift per $ cannot be checked: this round's $ is unknown ({', '.join(round_unknown) or '?'} "
+                "without a price); set the model's price (`prices`) or unset min_gain_per_usd"
+            )
+        gain = gain_per_usd(lift, round_usd)
+        if gain is not None and gain < floor:
+            return LOW_GAIN_PER_DOLLAR, (
+                f"focus lift {lift:+.3f} for ${round_usd:,.4f} = {gain:.4g} points/$, below the floor {floor:g}"
+            )
+    budget = rules.budget_usd
+    if budget is not None:
+        if spent_usd is None or next_usd is None:
+            what = "the loop's spend so far" if spent_usd is None else "the next round's estimate"
+            unknown = round_unknown if spent_usd is None else next_unknown
+            return BUDGET_EXHAUSTED, (
+                f"the budget ${budget:,.2f} cannot be checked: {what} is unknown ({', '.join(unknown) or 'an earlier round'} "
+                "without a price or evidence); set the model's price (`prices`) or unset budget_usd"
+            )
+        if spent_usd + next_usd > budget:
+            return BUDGET_EXHAUSTED, (
+                f"spent ${spent_usd:,.4f} of ${budget:,.2f}; the next round's estimate ${next_usd:,.4f} would make "
+                f"${spent_usd + next_usd:,.4f}"
+            )
+    return None
 
 
 def largest_other_drop(cells: pl.DataFrame) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""Costs: teacher and judge tokens and $ by round and model, evaluation answers, GPU $ by checkpoint."""
+"""Costs: the loop's per-round ledger ($ estimated before, measured after, the next round's estimate), teacher and
+judge tokens and $ by round and model, evaluation answers, GPU $ by checkpoint."""
 
 from __future__ import annotations
 
@@ -12,6 +13,25 @@ completions = data.read("distill/completions")
 checkpoints = data.read("train/checkpoints")
 predictions = data.read("eval/predictions")
 judge = derive.judge_costs(data.read("distill/pairs"), data.read("eval/scores"))
+rounds = data.read("feedback/rounds")
+
+outlook = derive.next_round(rounds)
+if outlook is not None:
+    st.subheader("Feedback rounds: $ estimated before, measured after")
+    cols = st.columns(3)
+    if outlook["stop_reason"] is None:
+        cols[0].metric(f"Next round ({outlook['round']}), estimated", outlook["estimate"])
+    else:
+        cols[0].metric(f"Next round ({outlook['round']})", f"none: {outlook['stop_reason']}")
+    cols[1].metric("Spent in this loop", outlook["spent"])
+    cols[2].metric("Loop budget", outlook["budget"])
+    if outlook["stop_detail"]:
+        st.caption(f"Stopped: {outlook['stop_detail']}")
+    common.show_table(derive.round_ledger(rounds), key="round_ledger")
+    st.caption("One row per round (`feedback.rounds`): `estimated` was made by the previous round's feedback step "
+               "before this round ran, `measured` sums this round's rows of the cost columns (teacher, judge, GPU, "
+               "priced reference answers); `next_estimate` is the next round's, in its run's `nexa/estimated_cost_usd` "
+               "tag. \"unknown\": a model without a known price, never $0; \"—\": no figure was made.")
 
 if completions.is_empty() and checkpoints.is_empty() and judge.is_empty():
     common.empty_state(["distill/completions", "train/checkpoints"], "nothing has been bought yet")
