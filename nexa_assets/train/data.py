@@ -94,7 +94,9 @@ def stage_snapshot(
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     name = table_uri.rstrip("/").rsplit("/", 2)
-    stem = f"{'-'.join(name[-2:])}-v{int(version)}"
+    # Two lakes hold tables of the same name: the table's full URI keeps their snapshots apart.
+    lake = hashlib.sha256(table_uri.rstrip("/").encode()).hexdigest()[:10]
+    stem = f"{'-'.join(name[-2:])}-{lake}-v{int(version)}"
     path, manifest_path = dest / f"{stem}.parquet", dest / f"{stem}.manifest.json"
     if manifest_path.exists() and path.exists():
         manifest = json.loads(manifest_path.read_text())
@@ -104,7 +106,7 @@ def stage_snapshot(
     options = dict(storage_options) if storage_options is not None else storage_options_for(table_uri)
     dt = DeltaTable(table_uri, version=int(version), storage_options=options)
     arrow = dt.to_pyarrow_table()
-    partial = path.with_suffix(".parquet.partial")
+    partial = path.with_suffix(f".parquet.{os.getpid()}.partial")
     pq.write_table(arrow, partial)
     os.replace(partial, path)
     manifest = {
