@@ -18,10 +18,12 @@ from pydantic import Field
 
 from nexa_assets.distill.filters import is_refusal
 from nexa_assets.distill.task import cost_usd
+from nexa_assets.evaluate.reference import ReferenceSet, reference_version
 from nexa_assets.evaluate.rubric import (
     DEFAULT_RUBRIC,
     JudgeVerdict,
     Rubric,
+    available_rubrics,
     format_judge_messages,
     load_rubric,
     parse_judge_answer,
@@ -75,13 +77,22 @@ class JudgeResource(Endpoint):
     rubric: str = Field(default=DEFAULT_RUBRIC, description="Rubric file in nexa_assets/evaluate/data.")
     temperature: float = 0.0
     max_tokens: int = Field(default=256, gt=0)
+    reference: bool = Field(
+        default=False,
+        description="Judge eval answers against the teacher row's answer to the same prompt (eval/predictions, "
+        "model_kind teacher) where one exists: the structural judge blends agreement with it into correctness, "
+        "the LLM judge is shown it (rubric <rubric>_reference). Off by default: on the calibration set it did not "
+        "help (README, 'What the offline judge measures').",
+    )
 
     @classmethod
     def from_env(cls) -> JudgeResource:
         """NEXA_JUDGE (structural|llm); unset, an API key (NEXA_JUDGE_API_KEY, else OPENAI_API_KEY) makes it `llm`
         and none `structural`. NEXA_JUDGE_BASE_URL (OpenAI's when only a key is given), NEXA_JUDGE_MODEL (default:
-        gpt-4.1-mini, or gpt-4o-mini when NEXA_TEACHER_MODEL is gpt-4.1-mini)."""
+        gpt-4.1-mini, or gpt-4o-mini when NEXA_TEACHER_MODEL is gpt-4.1-mini); NEXA_JUDGE_REFERENCE=1 turns the
+        `reference` option on."""
         settings = _endpoint_env("NEXA_JUDGE")
+        settings["reference"] = os.environ.get("NEXA_JUDGE_REFERENCE", "").strip().lower() in {"1", "true", "yes", "on"}
         kind = os.environ.get("NEXA_JUDGE") or ("llm" if settings.get("api_key") else "structural")
         if kind == "llm" and settings.get("api_key") and not settings["base_url"]:
             settings["base_url"] = OPENAI_BASE_URL
@@ -102,6 +113,26 @@ class JudgeResource(Endpoint):
     def rubric_version(self) -> str:
         return load_rubric(self.rubric).version
 
+    @property
+    def reference_rubric(self) -> str:
+        """The rubric that shows the LLM judge a reference answer: `<rubric>_reference`."""
+        name = f"{self.rubric}_reference"
+        if name not in available_rubrics() or not load_rubric(name).takes_reference:
+            valid = [n.removesuffix("_reference") for n in available_rubrics() if n.endswith("_reference")]
+            raise ValueError(f"rubric {self.rubric!r} has no reference variant: with reference on, valid rubrics are "
+                             f"{', '.join(valid)}")
+        return name
+
+    def eval_rubric_version(self, reference_model: str | None) -> str:
+        """The rubric_version of eval/scores rows: the rubric's, or with `reference` on that of its reference
+        variant and the model whose answers are the references, so scores with and without (or against another
+        teacher's) references are never mixed."""
+        if not self.reference:
+            return self.rubric_version
+        if reference_model is None:
+            raise ValueError("judge reference is on but there is no teacher row to take references from")
+        return reference_version(load_rubric(self.reference_rubric).version, reference_model)
+
     def judge_price(self) -> tuple[float, float] | None:
         """USD per 1M (input, output) tokens: 0 for the local model, None when the model has no known price."""
         return (0.0, 0.0) if self.is_local else self.price()
@@ -116,6 +147,7 @@ class JudgeResource(Endpoint):
         log: Any = None,
         corpus: Sequence[Mapping[str, Any]] = (),
         cache: JudgeCache | None = None,
+        references: ReferenceSet | None = None,
     ) -> list[JudgeVerdict]:
         """One verdict per item (keys task_type, instruction, context, answer, finish_reason; `owner`, the row
         the verdict is for, decides which row carries a cached verdict's cost).
@@ -123,19 +155,29 @@ class JudgeResource(Endpoint):
         `items` should be one model's answers: the structural judge lowers the correctness of an answer
         near-identical to answers of other prompts, in `items` or in `corpus` (that model's answers judged
         before, same keys; only compared against, never judged). The LLM judge scores each answer alone,
-        asking only what `cache` has not answered before.
+        asking only what `cache` has not answered before. With `references` (the teacher's answers), each
+        answer is judged against its prompt's reference where there is one: blended into correctness by the
+        structural judge, shown to the LLM judge with the reference rubric.
         """
         self._check_kind()
         if self.kind == "structural":
-            return judge_structural_batch(items, corpus)
-        return run_sync(lambda: self._judge_llm(items, log, cache))
+            return judge_structural_batch(items, corpus, references)
+        return run_sync(lambda: self._judge_llm(items, log, cache, references))
 
     async def _judge_llm(
-        self, items: Sequence[Mapping[str, Any]], log: Any, cache: JudgeCache | None
+        self,
+        items: Sequence[Mapping[str, Any]],
+        log: Any,
+        cache: JudgeCache | None,
+        references: ReferenceSet | None = None,
     ) -> list[JudgeVerdict]:
-        rubric = load_rubric(self.rubric)
+        rubric = load_rubric(self.rubric if references is None else self.reference_rubric)
         messages = [
-            format_judge_messages(rubric, i["task_type"], i["instruction"], i.get("context"), i["answer"]) for i in items
+            format_judge_messages(
+                rubric, i["task_type"], i["instruction"], i.get("context"), i["answer"],
+                references.text(i) if references is not None else None,
+            )
+            for i in items
         ]
         ids = [self.request_id(m) for m in messages]
         owners = [i.get("owner") for i in items]

@@ -12,11 +12,12 @@ from pydantic import Field
 
 from nexa_assets.distill.task import worked_example
 from nexa_assets.evaluate.predict import eval_set_hash, pending_prompts, predict
+from nexa_assets.evaluate.reference import ReferenceSet
 from nexa_assets.evaluate.report import cell_heatmap_markdown
 from nexa_assets.evaluate.rubric import load_rubric
 from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA, PREDICTION_SCHEMA
 from nexa_assets.evaluate.stats import mean_ci
-from nexa_assets.evaluate.scoring import cell_metrics, judge_per_model, score_rows
+from nexa_assets.evaluate.scoring import cell_metrics, judge_items, judge_per_model, score_rows, teacher_references
 from nexa_assets.metadata import counts, markdown_table, preview
 from nexa_assets.rounds import resolve_round, round_field
 from nexa_assets.train.trainer import TrainError, resolve_source
@@ -377,6 +378,22 @@ class ScoresConfig(dg.Config):
     rescore: bool = Field(default=False, description="Judge every prediction again, not only unscored ones.")
 
 
+def reference_rows(
+    judge: JudgeResource, predictions: pl.DataFrame, prompts: pl.DataFrame
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """(teacher model, its answers) to judge one eval set's predictions against when the judge's `reference`
+    option is on; (None, []) when it is off."""
+    if not judge.reference:
+        return None, []
+    model, rows = teacher_references(predictions, prompts)
+    if model is None:
+        raise dg.Failure(
+            "judge reference is on but eval/predictions has no teacher answers on this eval set: materialize "
+            "eval/predictions with include_teacher: true, or turn the judge's reference option off"
+        )
+    return model, rows
+
+
 @dg.asset(
     key=SCORES,
     deps=[PREDICTIONS],
@@ -393,7 +410,9 @@ def eval_scores(
     prompts = lake.read("eval/prompts")
     eval_set = prompts["eval_set"][0]
     predictions = lake.read("eval/predictions").filter(pl.col("eval_set") == eval_set)
-    judge_model, rubric_version = judge.judge_model, judge.rubric_version
+    reference_model, teacher_rows = reference_rows(judge, predictions, prompts)
+    references = ReferenceSet.build(teacher_rows) if reference_model is not None else None
+    judge_model, rubric_version = judge.judge_model, judge.eval_rubric_version(reference_model)
     all_predictions = predictions
     existing = lake.read("eval/scores", missing_ok=True)
     if not existing.is_empty() and not config.rescore:
@@ -408,13 +427,14 @@ def eval_scores(
         )
         predictions = predictions.join(done, on=["model_id", "prompt_id"], how="anti")
     metrics = list(load_rubric(judge.rubric).metrics)
-    context.log.info(f"judging {predictions.height} predictions with {judge_model} (rubric {rubric_version})")
+    context.log.info(f"judging {predictions.height} predictions with {judge_model} (rubric {rubric_version})"
+                     + (f", against {len(references)} answers of {reference_model}" if references is not None else ""))
     answered = predictions.filter(pl.col("error").is_null())
     lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
     cache = JudgeCache(lake, lineage)
     verdicts = (
         judge_per_model(
-            lambda items, corpus: judge.judge_many(items, context.log, corpus, cache=cache),
+            lambda items, corpus: judge.judge_many(items, context.log, corpus, cache=cache, references=references),
             answered,
             prompts,
             all_predictions,
@@ -433,6 +453,10 @@ def eval_scores(
             "dagster/row_count": lake.read("eval/scores", columns=["metric"]).height,
             "judge_model": judge_model,
             "rubric_version": rubric_version,
+            "reference_model": reference_model or "none",
+            "judged_with_reference": 0
+            if references is None
+            else sum(references.text(i) is not None for i in judge_items(answered, prompts)),
             "judged_this_run": predictions.height,
             "judge_requests_paid": sum(1 for v in verdicts if v.prompt_tokens > 0),
             "judge_tokens": int(rows["judge_prompt_tokens"].sum() + rows["judge_completion_tokens"].sum()),
@@ -464,15 +488,19 @@ def eval_metrics(
     context: dg.AssetExecutionContext, config: MetricsConfig, lake: LakeResource, judge: JudgeResource
 ) -> dg.MaterializeResult:
     """Aggregate the current eval set's scores per model and cell."""
-    eval_set = lake.read("eval/prompts", columns=["eval_set"])["eval_set"][0]
+    prompts = lake.read("eval/prompts")
+    eval_set = prompts["eval_set"][0]
+    predictions = lake.read("eval/predictions")
+    reference_model, _ = reference_rows(judge, predictions.filter(pl.col("eval_set") == eval_set), prompts)
+    rubric_version = judge.eval_rubric_version(reference_model)
     scores = lake.read("eval/scores").filter(
         (pl.col("eval_set") == eval_set)
         & (pl.col("judge_model") == judge.judge_model)
-        & (pl.col("rubric_version") == judge.rubric_version)
+        & (pl.col("rubric_version") == rubric_version)
     )
     if scores.is_empty():
-        raise dg.Failure(f"no scores on eval set {eval_set} by {judge.judge_model}: materialize eval/scores first")
-    predictions = lake.read("eval/predictions")
+        raise dg.Failure(f"no scores on eval set {eval_set} by {judge.judge_model} (rubric {rubric_version}): "
+                         "materialize eval/scores first")
     if "model_label" not in predictions.columns:
         predictions = predictions.with_columns(pl.col("model_id").alias("model_label"))
     models = predictions.select("model_id", "model_kind", "model_label", "checkpoint_id").unique("model_id", keep="last")

@@ -17,6 +17,9 @@ from nexa_assets.text import content_hash
 RUBRIC_PACKAGE = "nexa_assets.evaluate"
 DEFAULT_RUBRIC = "rubric_v2"  # the rubric the structural judge v2 implements
 USER_PLACEHOLDERS: tuple[str, ...] = ("task_type", "instruction", "context", "answer")
+# A rubric whose user_template also has {reference} shows the judge a reference answer (the teacher's).
+REFERENCE_PLACEHOLDER = "reference"
+NO_REFERENCE = "(none for this prompt: judge the answer on its own)"
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _ANCHOR_LEVELS = ("1", "3", "5")
 
@@ -27,8 +30,13 @@ class Rubric:
     metrics: tuple[str, ...]
     scale: tuple[int, int]
     system_prompt: str  # rendered: the metric descriptions are already in it
-    user_template: str  # placeholders {task_type} {instruction} {context} {answer}
+    user_template: str  # placeholders {task_type} {instruction} {context} {answer}, and {reference} when it takes one
     descriptions: Mapping[str, Mapping[str, str]]  # metric → {"question", "1", "3", "5"}
+
+    @property
+    def takes_reference(self) -> bool:
+        """Whether the judge is shown a reference answer (user_template has {reference})."""
+        return "{" + REFERENCE_PLACEHOLDER + "}" in self.user_template
 
 
 @dataclass(frozen=True)
@@ -119,10 +127,14 @@ def format_judge_messages(
     instruction: str,
     context: str | None,
     answer: str | None,
+    reference: str | None = None,
 ) -> list[dict[str, str]]:
-    """The chat messages (system, user) asking a judge to score one answer with this rubric."""
+    """The chat messages (system, user) asking a judge to score one answer with this rubric; `reference` (the
+    teacher's answer to the same prompt) only with a rubric that takes one."""
     if task_type not in TASK_TYPES:
         raise ValueError(f"unknown task_type {task_type!r}: valid values are {', '.join(TASK_TYPES)}")
+    if reference is not None and not rubric.takes_reference:
+        raise ValueError(f"rubric {rubric.version} shows no reference answer: use its _reference variant")
     user = _fill(
         rubric.user_template,
         {
@@ -130,6 +142,7 @@ def format_judge_messages(
             "instruction": instruction.strip(),
             "context": (context or "").strip() or "(none)",
             "answer": (answer or "").strip() or "(empty answer)",
+            REFERENCE_PLACEHOLDER: (reference or "").strip() or NO_REFERENCE,
         },
     )
     return [{"role": "system", "content": rubric.system_prompt}, {"role": "user", "content": user}]

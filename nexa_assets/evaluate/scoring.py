@@ -38,6 +38,24 @@ def judge_items(predictions: pl.DataFrame, prompts: pl.DataFrame) -> list[dict[s
     ]
 
 
+def teacher_references(predictions: pl.DataFrame, prompts: pl.DataFrame) -> tuple[str | None, list[dict[str, Any]]]:
+    """(reference model, rows with keys prompt_id, task_type, instruction, context, reference, finish_reason): the
+    teacher row's answers (model_kind 'teacher', answered) among `predictions`, which should be one eval set's.
+    With several teacher rows, the one that answered the most prompts (ties: the newest, then the name); (None, [])
+    with none."""
+    teachers = predictions.filter((pl.col("model_kind") == "teacher") & pl.col("error").is_null())
+    if teachers.is_empty():
+        return None, []
+    newest = pl.col("created_at").max() if "created_at" in teachers.columns else pl.lit(None)
+    ranked = teachers.group_by("model_id").agg(pl.len().alias("n"), newest.alias("newest"))
+    model_id = ranked.sort(["n", "newest", "model_id"], descending=True, nulls_last=True)["model_id"][0]
+    mine = teachers.filter(pl.col("model_id") == model_id).select(
+        "prompt_id", "task_type", pl.col("prediction").alias("reference"), "finish_reason"
+    )
+    rows = mine.join(prompts.select("prompt_id", "instruction", "context"), on="prompt_id", how="inner")
+    return model_id, rows.to_dicts()
+
+
 def judge_per_model(
     judge: Callable[[list[dict[str, Any]], list[dict[str, Any]]], list[JudgeVerdict]],
     answered: pl.DataFrame,

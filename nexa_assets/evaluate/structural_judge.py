@@ -34,6 +34,7 @@ from nexa_assets.evaluate.content import (
     stems,
     tokens,
 )
+from nexa_assets.evaluate.reference import ReferenceSet
 from nexa_assets.evaluate.rubric import JudgeVerdict
 from nexa_assets.evaluate.shared_answers import shared_prompt_counts
 from nexa_assets.taxonomy import TASK_TYPES
@@ -337,17 +338,41 @@ def asserted_quantities(items: list[str], instruction: str) -> int:
 def judge_structural_batch(
     items: Sequence[Mapping[str, Any]],
     corpus: Sequence[Mapping[str, Any]] = (),
+    references: ReferenceSet | None = None,
 ) -> list[JudgeVerdict]:
     """Judge a batch of answers (keys task_type, instruction, context, answer, finish_reason), each as
     `judge_structural` does, then lower the correctness of answers whose content is near-identical to
     answers given to other prompts, in the batch or in `corpus` (answers already judged, same keys).
-    A batch should hold one model's answers: two models may well agree on one prompt."""
+    A batch should hold one model's answers: two models may well agree on one prompt.
+
+    With `references` (the teacher's answers, reference.py), an answer to a prompt the teacher answered has
+    `references.weight` of its correctness from how much of the reference's own content it shares (never
+    raised by it)."""
     verdicts = [
         judge_structural(i["task_type"], i["instruction"], i.get("context"), i.get("answer"), i.get("finish_reason"))
         for i in items
     ]
     shared = shared_prompt_counts(items, corpus)
-    return [_shared_penalty(v, n) if n else v for v, n in zip(verdicts, shared, strict=True)]
+    verdicts = [_shared_penalty(v, n) if n else v for v, n in zip(verdicts, shared, strict=True)]
+    if references is None or not references.weight:
+        return verdicts
+    return [_reference_blend(v, references, i) for v, i in zip(verdicts, items, strict=True)]
+
+
+def _reference_blend(verdict: JudgeVerdict, references: ReferenceSet, item: Mapping[str, Any]) -> JudgeVerdict:
+    agreement = references.agreement(item)
+    if verdict.scores is None or agreement is None:
+        return verdict
+    scores = dict(verdict.scores)
+    blended = references.blend(scores["correctness"], agreement)
+    if blended == scores["correctness"]:
+        return verdict
+    scores["correctness"] = blended
+    lacking = dict(verdict.lacking)
+    if blended < HINT_BELOW:
+        reason = "the substance of the reference answer (the teacher's answer to this prompt)"
+        lacking["correctness"] = "; ".join(filter(None, [lacking.get("correctness"), reason]))
+    return _capped(JudgeVerdict(scores=scores, lacking=lacking, error=verdict.error))
 
 
 def _shared_penalty(verdict: JudgeVerdict, prompts: int) -> JudgeVerdict:
