@@ -158,7 +158,7 @@ def validate_instance_yaml(folder: Path) -> dict:
 
 def test_dagster_yaml_validates_with_dagsters_instance_schema():
     config = validate_instance_yaml(DEPLOY)
-    assert config["storage"] == {"postgres": {"postgres_url": {"env": nexa_instance.PG_URL_ENV}}}
+    assert config["storage"] == {"postgres": {"postgres_url": {"env": "NEXA_DAGSTER_PG_URL"}}}  # README's variable
     assert config["compute_logs"]["class"] == "S3ComputeLogManager"
     # The same run queue, run monitoring and telemetry as the instance `make up` writes.
     local = yaml.safe_load(nexa_instance.DAGSTER_YAML)
