@@ -38,7 +38,8 @@ demo: setup
 	mkdir -p .dagster_home
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(VENV)/bin/nexa demo
 
-# Debian's chromium for the dashboard's browser test: installed when missing (as root or via sudo).
+# Debian's chromium (the dashboard's browser test) and postgresql (the Dagster-on-PostgreSQL test, which starts
+# a throwaway server of its own): installed when missing (as root or via sudo).
 system-deps:
 	scripts/system-deps.sh
 

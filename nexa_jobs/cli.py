@@ -26,11 +26,12 @@ def _lake() -> LakeResource:
 def _instance():
     import dagster as dg
 
-    from nexa_jobs.instance import PROJECT_HOME, dagster_home
+    from nexa_jobs.instance import PROJECT_HOME, dagster_home, wants_persistent_instance
 
-    # The project's instance when `make up` or `make demo` made one here, so CLI runs show in the UI and
-    # the sensors see them; else DAGSTER_HOME; else a throwaway instance.
-    if not os.environ.get("DAGSTER_HOME") and os.path.isdir(PROJECT_HOME):
+    # The project's instance when `make up` or `make demo` made one here (or runs need one on disk:
+    # NEXA_DAGSTER_PG_URL, NEXA_EXECUTOR=multiprocess), so CLI runs show in the UI and the sensors see
+    # them; else DAGSTER_HOME; else a throwaway instance.
+    if not os.environ.get("DAGSTER_HOME") and (os.path.isdir(PROJECT_HOME) or wants_persistent_instance()):
         os.environ["DAGSTER_HOME"] = os.path.abspath(PROJECT_HOME)
     if not os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.ephemeral()
@@ -47,10 +48,12 @@ def materialize(
     tags: dict[str, str] | None = None,
     log_level: str = "INFO",
 ):
-    """Materialize a selection of assets in this process (Dagster's in-process executor)."""
+    """Materialize a selection of assets, orchestrated from this process with the executor NEXA_EXECUTOR
+    names (in-process by default; see nexa_jobs/execution.py)."""
     import dagster as dg
 
     from nexa_jobs.definitions import defs
+    from nexa_jobs.execution import execute
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -61,12 +64,12 @@ def materialize(
         raise ValueError(f"selection {selection!r} matches no asset; assets are: {valid}")
     job = defs.resolve_implicit_global_asset_job_def()
     config = {"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})}
-    return job.execute_in_process(
+    return execute(
+        job.name,
         run_config=config,
         instance=_instance(),
         asset_selection=sorted(keys),
         tags={**worker_tags(), **(tags or {})},
-        raise_on_error=False,
     )
 
 

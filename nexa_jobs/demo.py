@@ -108,8 +108,9 @@ def run_loop(
     import dagster as dg
 
     from nexa_jobs.cli import materialize
-    from nexa_jobs.definitions import defs
+    from nexa_jobs.execution import execute
     from nexa_jobs.feedback_sensor import feedback_sensor
+    from nexa_resources.run_worker import worker_tags
 
     rounds: list[dict[str, object]] = []
     started = time.monotonic()
@@ -118,7 +119,6 @@ def run_loop(
     rounds.append({"round": 0, "run_id": result.run_id, "success": result.success, "wall_s": time.monotonic() - started})
     if not result.success:
         return rounds
-    job = defs.resolve_job_def("refresh_job")
     cursor = None
     while True:
         evaluation = feedback_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
@@ -132,11 +132,11 @@ def run_loop(
         for request in evaluation.run_requests:
             log(f"feedback sensor → {request.run_key}: focus {request.tags.get('nexa/focus_cells')}")
             started = time.monotonic()
-            run = job.execute_in_process(
+            run = execute(  # with the executor NEXA_EXECUTOR names, as the daemon's run would
+                "refresh_job",
                 run_config={**request.run_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
-                tags={**request.tags, "dagster/run_key": request.run_key, DRIVER_TAG: "demo"},
+                tags={**request.tags, "dagster/run_key": request.run_key, DRIVER_TAG: "demo", **worker_tags()},
                 instance=instance,
-                raise_on_error=False,
             )
             rounds.append(
                 {

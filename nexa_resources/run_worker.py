@@ -32,8 +32,15 @@ def worker_tags(pid: int | None = None) -> dict[str, str]:
 
 
 def tag_run_worker(instance: dg.DagsterInstance | None, run: dg.DagsterRun | None) -> None:
-    """Record this process as `run`'s worker, unless whoever launched it already did."""
+    """Record this process as `run`'s worker, unless whoever launched it already did.
+
+    The stored run is asked too: a step process of the multiprocess executor holds the run as it was when
+    the step was launched, before the orchestrating process recorded itself (nexa_jobs/execution.py).
+    """
     if instance is None or run is None or PID_TAG in run.tags:
+        return
+    stored = instance.get_run_by_id(run.run_id)
+    if stored is not None and PID_TAG in stored.tags:
         return
     instance.add_run_tags(run.run_id, worker_tags())
 

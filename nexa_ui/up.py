@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from nexa_jobs.instance import dagster_home
+from nexa_jobs.instance import dagster_home, storage_label
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 240  # dagster dev imports the whole code location (torch, transformers) before answering
@@ -254,6 +254,7 @@ def up(background: bool) -> int:
         if sensors:
             print(f"  {'sensors':<{width}}  {sensors}", flush=True)
         print(f"  {'lake':<{width}}  {os.environ.get('NEXA_LAKE_ROOT') or 'data_lake'}", flush=True)
+        print(f"  {'runs':<{width}}  {storage_label()}", flush=True)
         if background:
             print(f"\nrunning in the background (logs in {logs}); `make down` stops both.", flush=True)
             return 0
@@ -295,7 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--background", action="store_true", help="start both, print the URLs, and return")
     mode.add_argument("--down", action="store_true", help="stop what `up` started (its pid files)")
     args = parser.parse_args(argv)
-    return down() if args.down else up(background=args.background)
+    try:
+        return down() if args.down else up(background=args.background)
+    except ValueError as exc:  # e.g. an instance on PostgreSQL without NEXA_DAGSTER_PG_URL (nexa_jobs/instance.py)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
