@@ -71,7 +71,8 @@ def postgres_server(db: str = "nexa_dagster", timeout: float = 60.0) -> Iterator
     if os.geteuid() == 0:
         owner = pwd.getpwnam("postgres")
         as_user = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
-    base = Path(tempfile.mkdtemp(prefix="nexa-pg-"))
+    # Under root the cluster's folder must be reachable by the postgres user: /tmp, whatever TMPDIR says.
+    base = Path(tempfile.mkdtemp(prefix="nexa-pg-", dir="/tmp" if owner is not None else None))
     data, log, pwfile = base / "data", base / "postgres.log", base / "pw"
     password = secrets.token_urlsafe(16)
     pwfile.write_text(password + "\n")
