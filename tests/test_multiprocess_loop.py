@@ -21,23 +21,14 @@ import dagster as dg
 import polars as pl
 import pytest
 from dagster._core.instance.ref import InstanceRef
+from smallest_loop import SMALLEST_LOOP_CONFIG
 from test_arrival_daemon import kill_tree
 
 from nexa_resources.lake import LakeResource
 from nexa_resources.scripted_server import DEFAULT_MODEL, ScriptedServer
 
 REPO = Path(__file__).resolve().parent.parent
-# As small as the loop gets: 1 seed prompt per cell, a 1-step student, 1 eval prompt per cell, 32-token
-# answers, 4 prompts bought for round 1, whose min_improvement no lift can meet (so it stops there).
-CONFIG = {
-    "ops": {
-        "distill__completions": {"config": {"per_cell": 1}},
-        "train__checkpoints": {"config": {"preset": "tiny", "max_steps": 1, "batch_size": 4, "max_seq_len": 256}},
-        "eval__prompts": {"config": {"per_cell": 1}},
-        "eval__predictions": {"config": {"max_tokens": 32, "include_teacher": False}},
-        "feedback_loop": {"config": {"default_threshold": 3.5, "prompts_per_round": 4, "min_improvement": 10.0}},
-    }
-}
+CONFIG = SMALLEST_LOOP_CONFIG
 # Measurements of the run, not results: wall time, latency, throughput.
 TIMING_COLUMNS = {"created_at", "latency_ms", "wall_s", "tokens_per_s", "elapsed_s", "duration_s"}
 DRIVER = textwrap.dedent(

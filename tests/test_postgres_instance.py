@@ -35,20 +35,11 @@ from nexa_resources.lake import LakeResource
 from nexa_resources.scripted_server import DEFAULT_MODEL, ScriptedServer
 from nexa_resources.teacher import TeacherResource
 from postgres_server import PostgresServer, available, postgres_server
+from smallest_loop import SMALLEST_LOOP_CONFIG
 
 REPO = Path(__file__).resolve().parent.parent
 DAEMON = str(Path(sys.executable).parent / "dagster-daemon")
-# The loop at its smallest (as in test_multiprocess_loop): round 1 buys 4 prompts and, unable to meet
-# min_improvement 10, stops there.
-CONFIG = {
-    "ops": {
-        "distill__completions": {"config": {"per_cell": 1}},
-        "train__checkpoints": {"config": {"preset": "tiny", "max_steps": 1, "batch_size": 4, "max_seq_len": 256}},
-        "eval__prompts": {"config": {"per_cell": 1}},
-        "eval__predictions": {"config": {"max_tokens": 32, "include_teacher": False}},
-        "feedback_loop": {"config": {"default_threshold": 3.5, "prompts_per_round": 4, "min_improvement": 10.0}},
-    }
-}
+CONFIG = SMALLEST_LOOP_CONFIG
 ROUND_DEADLINE_S = 420  # daemon up, sensor tick, run worker start, one round of the loop on 2 busy cores
 pytestmark = pytest.mark.slow
 

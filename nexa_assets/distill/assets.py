@@ -57,7 +57,7 @@ class CompletionsConfig(dg.Config):
     round: int | None = round_field()
     max_prompts: int | None = Field(default=None, description="Answer at most this many train prompts (by id).")
     per_cell: int | None = Field(
-        default=4,
+        default=2,
         description="Answer at most this many seed-pack/generated train prompts per (domain, task_type) cell; "
         "prompts from user files and those bought by the feedback loop are always answered.",
     )
