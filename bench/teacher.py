@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from nexa_assets.distill.assets import COMPLETION_SCHEMA
 from nexa_assets.distill.collect import CollectStats, collect
-from nexa_assets.distill.task import format_messages, messages, request_id, templates
+from nexa_assets.distill.task import FREE, format_messages, messages, request_id, templates
 from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import (
@@ -150,7 +150,7 @@ def nexa(
             client,
             PARAMS,
             model_id=MODEL,
-            price=None,
+            price=FREE,
             on_batch=merger(lake),
             batch_size=args.batch_size,
             progress=False,

@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "Ranks the candidate accelerators' offers (cloud, region, instance type, GPU memory, $/hour, "
             "estimated total) from SkyPilot's price catalog and marks the one a `skypilot` run would launch. "
             "Offline: it reads only catalogs already in ~/.sky/catalogs (or a snapshot given with --catalog). "
-            "Defaults come from NEXA_COMPUTE_* (see README)."
+            "Defaults come from NEXA_COMPUTE_* (see docs/configuration.md)."
         ),
     )
     p.add_argument(

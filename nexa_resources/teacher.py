@@ -25,7 +25,7 @@ LOCAL_MODEL_ID = f"local/{LOCAL_MODEL_NAME}"
 LOCAL_MAX_TOKENS, LOCAL_CONCURRENCY = 256, 128
 REMOTE_MAX_TOKENS, REMOTE_CONCURRENCY = 384, 16
 # Best of 4 samples with a worked example lifted the local model's mean judge score from 2.99 (plain, greedy)
-# and 3.45 (example, greedy) to 4.11 on 24 seed prompts (README, "What makes the loop learn").
+# and 3.45 (example, greedy) to 4.11 on 24 seed prompts (docs/loop.md, "What makes the loop learn").
 LOCAL_BEST_OF = 4
 # Re-asking a prompt none of whose samples passed, with what failed: on the local teacher 20 such requests
 # (bench/efficacy.py, 2 rounds) made 3 SFT rows in 158 s, a quarter of what the same time buys as more
@@ -33,7 +33,7 @@ LOCAL_BEST_OF = 4
 LOCAL_REGENERATE, REMOTE_REGENERATE = 0, 1
 # vLLM's repetition penalty at 1.1 cut the local teacher's loops: on 32 seed prompts × 4 samples (worked example,
 # T 0.7) truncated answers fell from 63 to 37 of 128, gate-passing samples rose from 17 to 47 and prompts with a
-# passing sample from 11 to 26 (README, "What makes the loop learn"). At 1.3 it breaks list numbering.
+# passing sample from 11 to 26 (docs/loop.md, "What makes the loop learn"). At 1.3 it breaks list numbering.
 LOCAL_REPETITION_PENALTY = 1.1
 # A local request waits for the batches ahead of it (64 answers of 256 tokens: ~5 minutes on 2 cores); a
 # client that gave up earlier would retry and have the same answer computed again.
@@ -116,8 +116,9 @@ class Endpoint(dg.ConfigurableResource):
         return self.repetition_penalty
 
     def price(self) -> tuple[float, float] | None:
+        """USD per 1M (input, output) tokens: 0 for the local model, None when a remote model has no known price."""
         if self.is_local:
-            return None
+            return (0.0, 0.0)
         if self.model in self.prices:
             values = self.prices[self.model]
             return (float(values[0]), float(values[1]))

@@ -173,6 +173,17 @@ def test_chain_materializes_with_usage_cost_and_metadata(srv, lake, inputs):
     assert srv.stats()["requests"] == completions.height  # originals + regenerations, each once
 
 
+def test_remote_teacher_without_a_price_records_unknown_cost(srv, raw_lake):
+    """A remote model missing from the price table costs "unknown" (null), not $0, so spend rules can see it."""
+    t = teacher(srv)  # MODEL is in no price table
+    result = materialize([distill_completions], raw_lake, t, completions={"max_prompts": 3})
+    assert result.success
+    completions = raw_lake.read("distill/completions")
+    assert completions.height == 3 and completions["cost_usd"].null_count() == 3
+    meta = metadata(result, "distill/completions")
+    assert meta["cost_usd_this_run"].startswith("unknown") and meta["cost_usd_total"].startswith("unknown")
+
+
 def test_rematerializing_completions_sends_nothing(srv, raw_lake):
     t = teacher(srv)
     first = materialize([distill_completions], raw_lake, t)

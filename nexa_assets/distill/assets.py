@@ -179,8 +179,11 @@ def distill_completions(
             "requests_per_s": round(stats.requests_per_s, 2),
             "prompt_tokens_sent": stats.prompt_tokens,
             "completion_tokens_sent": stats.completion_tokens,
-            "cost_usd_this_run": round(stats.cost_usd, 6),
-            "cost_usd_total": round(float(table["cost_usd"].sum()), 6) if table.height else 0.0,
+            "cost_usd_this_run": "unknown (no price for the teacher)" if stats.cost_usd is None else round(stats.cost_usd, 6),
+            "cost_usd_total": (
+                "unknown (no price for the teacher)" if table["cost_usd"].null_count()
+                else round(float(table["cost_usd"].sum()), 6) if table.height else 0.0
+            ),
             "wall_s": round(stats.elapsed_s, 1) if stats.total else 0.0,
             "preview": preview(mine, ["prompt_id", "finish_reason", "completion_tokens", "latency_ms", "completion"]),
         },

@@ -24,7 +24,7 @@ class CollectStats:
     errors: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0  # None once an answer had no known price
     started: float = field(default_factory=time.monotonic)
     error_kinds: Counter[str] = field(default_factory=Counter)
 
@@ -43,7 +43,8 @@ class CollectStats:
     def line(self) -> str:
         return (
             f"{self.done}/{self.total} requests, {self.requests_per_s:.1f} req/s, "
-            f"{self.prompt_tokens + self.completion_tokens} tokens, ${self.cost_usd:.4f}, {self.errors} errors"
+            f"{self.prompt_tokens + self.completion_tokens} tokens, "
+            f"{'$ unknown' if self.cost_usd is None else f'${self.cost_usd:.4f}'}, {self.errors} errors"
         )
 
 
@@ -120,7 +121,7 @@ async def collect(
             stats.done += 1
             stats.prompt_tokens += result.prompt_tokens
             stats.completion_tokens += result.completion_tokens
-            stats.cost_usd += cost
+            stats.cost_usd = None if cost is None or stats.cost_usd is None else stats.cost_usd + cost
             if error is not None:
                 stats.errors += 1
                 stats.error_kinds[error.split(":")[0]] += 1

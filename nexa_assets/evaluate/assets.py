@@ -10,7 +10,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from nexa_assets.distill.task import worked_example
+from nexa_assets.distill.task import FREE, worked_example
 from nexa_assets.evaluate.predict import eval_set_hash, pending_prompts, predict
 from nexa_assets.evaluate.reference import ReferenceSet
 from nexa_assets.evaluate.report import cell_heatmap_markdown
@@ -111,6 +111,10 @@ class ExternalModel(dg.Config):
     base_url: str
     model: str
     api_key_env: str | None = Field(default=None, description="Name of the env var holding its API key.")
+    price: list[float] | None = Field(
+        default=None,
+        description="USD per 1M (input, output) tokens, e.g. [0.15, 0.6]; unset: its answers' $ is unknown (null).",
+    )
 
 
 class PredictionsConfig(dg.Config):
@@ -305,6 +309,7 @@ def eval_predictions(
             model_label=f"base ({base.name}, untrained student)",
             checkpoint_id=None,
             lineage=lineage,
+            price=FREE,
         )
     stats[ckpt_id] = _answer(
         context,
@@ -317,6 +322,7 @@ def eval_predictions(
         model_label=f"round {checkpoint.get('round', 0)} student ({checkpoint.get('preset')})",
         checkpoint_id=ckpt_id,
         lineage=lineage,
+        price=FREE,
     )
     if config.include_teacher:
         shots = teacher.worked_examples
@@ -353,6 +359,7 @@ def eval_predictions(
             model_label=external.model,
             checkpoint_id=None,
             lineage=lineage,
+            price=(external.price[0], external.price[1]) if external.price else None,
         )
     table = lake.read("eval/predictions")
     summary = pl.DataFrame([{"model_id": m, **s} for m, s in stats.items()])

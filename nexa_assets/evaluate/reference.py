@@ -1,6 +1,6 @@
 """Agreement with a reference answer: the teacher's answer to the same eval prompt (its leaderboard row), which
-the structural judge may blend into correctness (issue 12 item 3; off by default, see README "What the offline
-judge measures" for the measurement).
+the structural judge may blend into correctness (issue 12 item 3; off by default, see docs/evaluation.md "What the
+offline judge measures" for the measurement).
 
 What counts as agreement is the reference's own content: its content words (by stem) beyond the prompt's words,
 beyond boilerplate any answer can add (content.GENERIC, PREDICTION_WORDS), beyond the worked examples' topic words

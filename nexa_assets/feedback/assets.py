@@ -73,7 +73,7 @@ class FeedbackConfig(dg.Config):
         description="Floor on the focus cells' paired mean lift (score points) on top of its 95% interval lying "
         "above 0; 0: the interval alone decides. Stop (no_improvement) when either fails.",
     )
-    prompts_per_round: int = Field(default=48, ge=1, description="New prompts bought per round, over the focus cells.")
+    prompts_per_round: int = Field(default=40, ge=1, description="New prompts bought per round, over the focus cells.")
     max_focus_cells: int = Field(
         default=2,
         ge=0,

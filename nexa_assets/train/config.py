@@ -57,7 +57,7 @@ class TrainConfig:
     eval_split: str | None = "val"  # the split scored for val_loss at the end (None: skip)
     num_threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
     # Rows of the table's newest round (the prompts feedback bought for weak cells) appear this many times
-    # per epoch; earlier rounds' rows once (replay). 1: every row once (2 measured no better; README).
+    # per epoch; earlier rounds' rows once (replay). 1: every row once (2 measured no better; docs/loop.md).
     newest_round_weight: int = 1
 
     def __post_init__(self) -> None:

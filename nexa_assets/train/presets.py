@@ -45,7 +45,7 @@ class StudentPreset:
 
 
 # SmolLM2's tokenizer has 49,152 tokens, so the embedding (tied with the LM head) dominates a tiny model:
-# 12.6M of the 16.0M parameters. 4 layers × hidden 256 train at the speed the README reports on 2 cores.
+# 12.6M of the 16.0M parameters. 4 layers × hidden 256 train at the speed docs/training.md reports on 2 cores.
 TINY_ARCHITECTURE: dict[str, Any] = {
     "hidden_size": 256,
     "num_hidden_layers": 4,
