@@ -15,15 +15,17 @@ from nexa_resources.lake import LakeResource
 # printed with the summary. bench/efficacy.py runs the full defaults.
 DEMO_RUN_CONFIG = {
     "ops": {
+        "distill__completions": {"config": {"per_cell": 1}},
         "eval__prompts": {"config": {"per_cell": 4}},
         "eval__predictions": {"config": {"include_teacher": False}},
-        "feedback_loop": {"config": {"prompts_per_round": 12, "max_rounds": 1}},
+        "feedback_loop": {"config": {"prompts_per_round": 8, "max_rounds": 1}},
     }
 }
 DEMO_RELAXED = [
+    "teacher answers 1 seed prompt per cell in round 0 (default 2), each best of 4",
     "4 held-out eval prompts per cell (default 12): intervals are about 1.7x wider than the bench's",
     "the teacher's reference row on the eval prompts is skipped (bench/efficacy.py --teacher-row adds it)",
-    "12 prompts bought for the focus cells (default 40); one feedback round (default cap 3)",
+    "8 prompts bought for the focus cells (default 40); one feedback round (default cap 3)",
 ]
 DRIVER_TAG = "nexa/driver"
 
