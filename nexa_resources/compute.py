@@ -101,10 +101,14 @@ def accelerator_label(name: str, count: float) -> str:
     return f"{name}:{int(count) if float(count).is_integer() else count}"
 
 
-def training_job_name(run_id: str) -> str:
-    """A SkyPilot job name unique to a Dagster run: nexa-train-<first 8 characters of the run id>."""
+def job_name(kind: str, run_id: str) -> str:
+    """A SkyPilot job name unique to a Dagster run: nexa-<kind>-<first 8 characters of the run id>."""
     slug = _NAME_SAFE.sub("-", run_id.lower()).strip("-")[:8] or "manual"
-    return f"nexa-train-{slug}"
+    return f"nexa-{kind}-{slug}"
+
+
+def training_job_name(run_id: str) -> str:
+    return job_name("train", run_id)
 
 
 def sky_python(setting: str = "") -> Path:
@@ -728,25 +732,11 @@ class ComputeResource(dg.ConfigurableResource):
 
     # ------------------------------------------------------------------------------- the task
 
-    def train_task(
-        self,
-        *,
-        sft_uri: str,
-        sft_version: int,
-        output_uri: str,
-        config: dict[str, Any],
-        run_id: str,
-        accelerators: Sequence[str] | None = None,
-        hourly_cap: float | None = None,
-    ) -> dict[str, Any]:
-        """The SkyPilot task for one run: sky/train.yaml with this resource's settings, plus env overrides."""
-        import yaml
-
-        path = Path(self.task_yaml) if self.task_yaml else TRAIN_TASK_YAML
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-        name = training_job_name(run_id)
-        cfg["name"] = name
-        cfg["workdir"] = str(REPO_ROOT)
+    def fill_resources(
+        self, cfg: dict[str, Any], *, accelerators: Sequence[str] | None = None, hourly_cap: float | None = None
+    ) -> None:
+        """Set a task config's resources from this resource's settings: the candidate set, spot, recovery,
+        the budget cap, autostop and the pinned cloud/region (shared by sky/train.yaml and sky/eval.yaml)."""
         resources = cfg.setdefault("resources", {})
         # A mapping is SkyPilot's YAML form of a *set* ({A10:1, A100:1} parses to {'A10:1': None, ...}).
         resources["accelerators"] = {spec: None for spec in (accelerators or self.accelerators)}
@@ -767,6 +757,27 @@ class ComputeResource(dg.ConfigurableResource):
         resources["autostop"] = {"idle_minutes": self.autostop_minutes, "down": True}
         if self.cloud or self.region:
             resources["infra"] = f"{(self.cloud or '*').lower()}{f'/{self.region}' if self.region else ''}"
+
+    def train_task(
+        self,
+        *,
+        sft_uri: str,
+        sft_version: int,
+        output_uri: str,
+        config: dict[str, Any],
+        run_id: str,
+        accelerators: Sequence[str] | None = None,
+        hourly_cap: float | None = None,
+    ) -> dict[str, Any]:
+        """The SkyPilot task for one run: sky/train.yaml with this resource's settings, plus env overrides."""
+        import yaml
+
+        path = Path(self.task_yaml) if self.task_yaml else TRAIN_TASK_YAML
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        name = training_job_name(run_id)
+        cfg["name"] = name
+        cfg["workdir"] = str(REPO_ROOT)
+        self.fill_resources(cfg, accelerators=accelerators, hourly_cap=hourly_cap)
         env_overrides = {
             "NEXA_RUN_ID": run_id,
             "NEXA_BUCKET_URI": self._require_bucket(),
@@ -890,6 +901,30 @@ class ComputeResource(dg.ConfigurableResource):
                     "(ComputeResource.output_uri_for)"
                 )
         client = self.sky_client()
+        plan = self.checked_plan(client, log)
+        task = self.train_task(
+            sft_uri=sft_uri,
+            sft_version=sft_version,
+            output_uri=output_uri,
+            config=config,
+            run_id=run_id,
+            accelerators=plan.launchable(),
+            hourly_cap=plan.hourly_cap,
+        )
+        job, record, wall_s = self.run_managed_job(client, task, log=log, failure=TrainingFailed)
+        metrics = read_metrics(output_uri)
+        return {
+            **metrics,
+            "wall_s": metrics.get("wall_s", round(wall_s, 3)),
+            "backend": "skypilot",
+            **self.where_ran(plan, record, wall_s),
+            "job_name": task["name"],
+            "job_id": job.get("job_id"),
+            "use_spot": self.use_spot,
+        }
+
+    def checked_plan(self, client: SkyClientLike, log: Any) -> Plan:
+        """The price plan over the clouds SkyPilot may launch on, logged; raises when nothing fits the budget."""
         clouds = self._enabled_clouds(client)
         if self.catalog_dir:
             _version, snap = snapshot_clouds(self.catalog_dir)
@@ -904,17 +939,23 @@ class ComputeResource(dg.ConfigurableResource):
         plan = self.plan(clouds=clouds)
         for line in plan.format(limit=12).splitlines():
             log.info(line)
-        chosen = plan.raise_if_refused()
+        plan.raise_if_refused()
+        return plan
 
-        task = self.train_task(
-            sft_uri=sft_uri,
-            sft_version=sft_version,
-            output_uri=output_uri,
-            config=config,
-            run_id=run_id,
-            accelerators=plan.launchable(),
-            hourly_cap=plan.hourly_cap,
-        )
+    def run_managed_job(
+        self,
+        client: SkyClientLike,
+        task: dict[str, Any],
+        *,
+        log: Any,
+        failure: type[ComputeError] = TrainingFailed,
+        down_after: bool = False,
+    ) -> tuple[dict[str, Any], dict[str, Any], float]:
+        """Validate `task` with SkyPilot's parser, launch it as a managed job and follow it to its end.
+
+        Returns (job, final queue record, wall seconds); a job that does not end SUCCEEDED raises `failure`.
+        The job is cancelled (SkyPilot then tears its cluster down) when anything fails, and after success
+        too with `down_after`."""
         parsed = self.bridge().call("validate", {"tasks": [task]})[0]  # SkyPilot's own parser, before any cloud
         task["resolved"] = parsed["resolved"]
         name = task["name"]
@@ -935,40 +976,42 @@ class ComputeResource(dg.ConfigurableResource):
             record = client.wait(job, log=log)
             status = record.get("status")
             if status != "SUCCEEDED":
-                raise TrainingFailed(
+                raise failure(
                     f"managed job {name} (id {job.get('job_id')}) ended {status}"
                     f"{': ' + str(record['failure_reason']) if record.get('failure_reason') else ''}; "
                     f"see `sky jobs logs {job.get('job_id')}`"
                 )
             succeeded = True
         finally:
-            if not succeeded:
+            if not succeeded or down_after:
                 # Whatever went wrong (launch error, failed job, interrupted run), leave nothing running.
                 job_id = (job or {}).get("job_id")
                 try:
                     client.down(name=name, job_id=job_id)
-                    log.warning(f"cancelled managed job {name}; SkyPilot tears its cluster down")
+                    if succeeded:
+                        log.info(f"managed job {name} finished; cancelled it so that its cluster is down")
+                    else:
+                        log.warning(f"cancelled managed job {name}; SkyPilot tears its cluster down")
                 except Exception as exc:  # noqa: BLE001 - report, but keep the original error
-                    log.error(
+                    report = log.info if succeeded else log.error  # a finished job may have nothing left
+                    report(
                         f"could not cancel managed job {name} ({exc}): run `sky jobs cancel -n {name}` and "
                         "check `sky status`"
                     )
         wall_s = float(record.get("job_duration") or (time.monotonic() - started))
-        metrics = read_metrics(output_uri)
-        ran = _match_offer(plan, record) or chosen
+        return job, record, wall_s
+
+    def where_ran(self, plan: Plan, record: dict[str, Any], wall_s: float) -> dict[str, Any]:
+        """Cloud, region, instance type, accelerator, $/hour and cost of a finished job, from its record."""
+        ran = _match_offer(plan, record) or plan.chosen
+        assert ran is not None  # checked_plan refused a plan without a chosen offer
         return {
-            **metrics,
-            "wall_s": metrics.get("wall_s", round(wall_s, 3)),
-            "backend": "skypilot",
             "cloud": (record.get("cloud") or ran.cloud).lower(),
             "region": record.get("region") or ran.region,
             "instance_type": ran.instance_type,
             "accelerator": _record_accelerator(record) or ran.label,
             "price_per_hour": ran.price_per_hour,
             "cost_usd": round(ran.price_per_hour * wall_s / 3600.0, 4),
-            "job_name": name,
-            "job_id": job.get("job_id") if job else None,
-            "use_spot": self.use_spot,
         }
 
 

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from nexa_assets.distill.task import FREE, worked_example
 from nexa_assets.evaluate.predict import eval_set_hash, pending_prompts, predict
+from nexa_assets.evaluate.remote import ANSWER_BACKENDS, answer_backend, answer_on_compute
 from nexa_assets.evaluate.reference import ReferenceSet
 from nexa_assets.evaluate.report import cell_heatmap_markdown
 from nexa_assets.evaluate.rubric import load_rubric
@@ -21,6 +22,7 @@ from nexa_assets.evaluate.scoring import cell_metrics, judge_items, judge_per_mo
 from nexa_assets.metadata import counts, markdown_table, preview
 from nexa_assets.rounds import resolve_round, round_field
 from nexa_assets.train.trainer import TrainError, resolve_source
+from nexa_resources.compute import ComputeResource
 from nexa_resources.journal import Journal, journal_dir, recover_into
 from nexa_resources.judge import JudgeCache, JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
@@ -139,6 +141,12 @@ class PredictionsConfig(dg.Config):
         "at this config's decoding, as a reference row (answered once per eval set).",
     )
     external_models: list[ExternalModel] = Field(default_factory=list, description="More reference models.")
+    backend: str = Field(
+        default="auto",
+        description=f"Where the checkpoint answers: {', '.join(ANSWER_BACKENDS)}. auto = where it was trained (a "
+        "SkyPilot-trained checkpoint on a GPU node through the `compute` resource, else here); reference rows are "
+        "always answered from here.",
+    )
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, top_p=1.0, max_tokens=self.max_tokens)
@@ -201,10 +209,12 @@ def _answer(
     model_label: str | None = None,
     price: tuple[float, float] | None = None,
     shots: Any = None,
+    answer_elsewhere: Any = None,
 ) -> dict[str, Any]:
     """Answer the prompts this model has not answered yet and merge them; returns this model's stats.
 
     Answers are journaled as they arrive, and those an interrupted run received are merged first.
+    `answer_elsewhere(todo)` (the compute backend) returns all of todo's rows at once instead.
     """
     recovered = recover_into(lake, "eval/predictions", PREDICTION_SCHEMA)
     if recovered:
@@ -212,7 +222,9 @@ def _answer(
     answered = lake.read("eval/predictions", columns=["model_id", "prompt_id", "error"], missing_ok=True)
     todo = pending_prompts(prompts, answered, model_id)
     context.log.info(f"{model_id}: {prompts.height - todo.height} eval prompts answered before, {todo.height} to send")
-    if todo.height:
+    if todo.height and answer_elsewhere is not None:
+        lake.write("eval/predictions", answer_elsewhere(todo), mode="merge", lineage=lineage)
+    elif todo.height:
         with Journal.open(journal_dir(lake, "eval/predictions"), lineage) as journal:
             with client_factory() as make_client:
 
@@ -266,15 +278,16 @@ def _client_maker(make: Any, server: Any = None) -> Iterator[Any]:
     group_name="evaluate",
     kinds={"openai", "deltalake"},
     description="Answers to every eval prompt from the newest checkpoint (served on 127.0.0.1 by the local "
-    "model server, the teacher's path), and as reference rows from the student's base model, the teacher (with "
-    "its worked examples) and configured external models; finish_reason and usage recorded; a (model, prompt) "
-    "already answered is never asked again.",
+    "model server, the teacher's path, or by vLLM on a GPU node through the `compute` resource: `backend`), and "
+    "as reference rows from the student's base model, the teacher (with its worked examples) and configured "
+    "external models; finish_reason and usage recorded; a (model, prompt) already answered is never asked again.",
 )
 def eval_predictions(
     context: dg.AssetExecutionContext,
     config: PredictionsConfig,
     lake: LakeResource,
     teacher: TeacherResource,
+    compute: dg.ResourceParam[ComputeResource],
 ) -> dg.MaterializeResult:
     """Serve the checkpoint, answer the eval prompts, and do the same for each reference model."""
     prompts = lake.read("eval/prompts")
@@ -282,6 +295,10 @@ def eval_predictions(
     lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
     params = config.sampling()
     ckpt_id = checkpoint["checkpoint_id"]
+    try:
+        answered_on = answer_backend(config.backend, checkpoint.get("backend"), compute)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from None
 
     def checkpoint_client(server: Any) -> ChatClient:
         return ChatClient(
@@ -311,6 +328,19 @@ def eval_predictions(
             lineage=lineage,
             price=FREE,
         )
+    label = f"round {checkpoint.get('round', 0)} student ({checkpoint.get('preset')})"
+    ran: dict[str, Any] = {}
+
+    def on_compute(todo: pl.DataFrame) -> pl.DataFrame:
+        spec = {"model_id": ckpt_id, "model_label": label, "checkpoint_id": ckpt_id,
+                "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_tokens,
+                "max_concurrency": config.max_concurrency}
+        rows, where = answer_on_compute(
+            compute, todo, checkpoint_uri=checkpoint["uri"], spec=spec, run_id=context.run.run_id, log=context.log
+        )
+        ran.update(where)
+        return rows
+
     stats[ckpt_id] = _answer(
         context,
         lake,
@@ -319,10 +349,11 @@ def eval_predictions(
         params,
         model_id=ckpt_id,
         model_kind="checkpoint",
-        model_label=f"round {checkpoint.get('round', 0)} student ({checkpoint.get('preset')})",
+        model_label=label,
         checkpoint_id=ckpt_id,
         lineage=lineage,
         price=FREE,
+        answer_elsewhere=on_compute if answered_on == "compute" else None,
     )
     if config.include_teacher:
         shots = teacher.worked_examples
@@ -369,6 +400,8 @@ def eval_predictions(
             "dagster/row_count": table.height,
             "checkpoint_id": ckpt_id,
             "checkpoint_round": checkpoint.get("round"),
+            "checkpoint_answered_on": answered_on,
+            **({"eval_job": dg.MetadataValue.json(ran)} if ran else {}),
             "eval_prompts": prompts.height,
             "requests_sent": int(summary["sent"].sum()),
             "by_model": dg.MetadataValue.md(markdown_table(summary, rows=summary.height)),
