@@ -11,8 +11,9 @@ the round that paid for it):
 - judge: distill/pairs.judge_cost_usd and eval/scores.judge_cost_usd (`judge_costs.judge_spend`: the structural
   judge costs $0, an LLM judge without a price is unknown);
 - gpu: train/checkpoints.cost_usd (SkyPilot: the catalog $/hour × job time; the local backend $0);
-- eval: eval/predictions.cost_usd (answers of priced models: the teacher and external reference rows; the
-  checkpoint is served locally).
+- eval: eval/predictions.cost_usd (answers of priced models: the teacher and external reference rows, and a
+  checkpoint answered on a SkyPilot GPU node, its job's $ split over its rows; local answers cost $0, an
+  unpriced model's are unknown).
 """
 
 from __future__ import annotations
