@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from nexa_assets.distill.assets import distill_completions, distill_pairs
+from nexa_assets.distill.logprobs_asset import distill_logprobs
 from nexa_assets.evaluate.assets import ASSETS as EVAL_ASSETS
 from nexa_assets.feedback.assets import ASSETS as FEEDBACK_ASSETS
 from nexa_assets.raw.assets import raw_prompts
@@ -16,6 +17,7 @@ ASSETS: list[dg.AssetsDefinition] = [
     distill_completions,
     distill_pairs,
     sft_examples,
+    distill_logprobs,  # off by default: a skipped step unless top_k / teacher top_logprobs is set
     train_checkpoints,
     *EVAL_ASSETS,
     *FEEDBACK_ASSETS,

@@ -41,6 +41,9 @@ class SamplingParams:
     seed: int | None = None
     # vLLM's and the local server's extension (OpenAI rejects it): > 1 discourages tokens already written.
     repetition_penalty: float | None = None
+    # > 0 asks for each answer token's top-k log-probabilities (OpenAI `logprobs` + `top_logprobs`, vLLM too);
+    # 0 sends neither, so a default request (and its id) is what it always was.
+    top_logprobs: int = 0
 
     def as_request(self) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -52,6 +55,9 @@ class SamplingParams:
             params["seed"] = self.seed
         if self.repetition_penalty is not None:
             params["repetition_penalty"] = self.repetition_penalty
+        if self.top_logprobs:
+            params["logprobs"] = True
+            params["top_logprobs"] = self.top_logprobs
         return params
 
     def fingerprint(self) -> str:
@@ -71,6 +77,8 @@ class ChatResult:
     error: str | None = None
     status: int | None = None
     refusal: str | None = None  # the model declined: OpenAI's message.refusal (content is then empty)
+    # Per answer token {token, logprob, top: [(token, logprob)]} when asked (SamplingParams.top_logprobs) and sent.
+    logprobs: list[dict[str, Any]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -415,9 +423,26 @@ def _parse_completion(data: Any, latency_ms: float, attempts: int) -> ChatResult
             latency_ms=latency_ms,
             attempts=attempts,
             refusal=choice["message"].get("refusal") or None,
+            logprobs=_logprobs(choice) if choice.get("logprobs") else None,
         )
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise ValueError(f"not a chat.completion body ({type(exc).__name__}: {exc})") from None
+
+
+def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A choice's `logprobs.content` as [{token, logprob, top: [(token, logprob)]}], or None when absent."""
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not content:
+        return None
+    return [
+        {
+            "token": str(item.get("token", "")),
+            "logprob": float(item.get("logprob", 0.0)),
+            "top": [(str(t.get("token", "")), float(t.get("logprob", 0.0))) for t in item.get("top_logprobs") or []],
+        }
+        for item in content
+    ]
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:

@@ -19,6 +19,9 @@ Fault choice is deterministic: with `fail_first_n > 0` attempts 1..N of each fin
 `faults[(attempt - 1) % len(faults)]`; otherwise a request faults when a hash of (seed, fingerprint,
 attempt) falls below `fault_rate`, so the outcome never depends on arrival order under concurrency.
 
+Logprobs: a request with `"logprobs": true` (and `top_logprobs`: k) gets OpenAI's `choices[0].logprobs.content`
+for its answer (`logprobs_for`: the answer's words as tokens, each the most likely of k, from a hash).
+
 Judge mode: a request whose system prompt asks for `{"scores": {"<metric>": <low-high>, …}, …}` (the rubric's
 judge prompt) gets a verdict JSON, its scores drawn from a hash of the request (`verdict_for`). A bad verdict
 is scripted like a fault, but fixed per request (a hash of seed and fingerprint against `verdict_fault_rate`):
@@ -188,6 +191,22 @@ def answer_for(prompt: str) -> str:
             ]
         )
     return f"Echo: {prompt}"
+
+
+def logprobs_for(content: str | None, top_k: Any) -> dict[str, Any]:
+    """OpenAI's `choices[].logprobs` for an answer: its "tokens" are the answer's words with the whitespace before
+    them (they join back to the answer), each the most likely of `top_k` candidates, log-probabilities from a hash."""
+    k = max(1, min(20, int(top_k or 1)))
+    content_items = []
+    for i, token in enumerate(re.findall(r"\s*\S+", content or "")):
+        best = -0.05 - _number(f"{i}{token}", "lp", 0, 100) / 100
+        others = [w for w in _pick(f"{i}{token}", "alt", _TERMS, k + 1) if f" {w}" != token][: k - 1]
+        top = [(token, best)] + [(f" {w}", best - 1.0 - n) for n, w in enumerate(others)]
+        content_items.append({
+            "token": token, "logprob": best, "bytes": list(token.encode()),
+            "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top],
+        })
+    return {"content": content_items, "refusal": None}
 
 
 def rubric_slots(system_prompt: str) -> tuple[list[str], int, int] | None:
@@ -459,7 +478,7 @@ class ScriptedApp:
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": content, "refusal": refusal},
-                "logprobs": None,
+                "logprobs": logprobs_for(content, req.get("top_logprobs")) if req.get("logprobs") else None,
                 "finish_reason": finish,
             }],
             "usage": {

@@ -31,6 +31,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("raw", "rejects", ("reject_id",)),
         TableSpec("distill", "completions", ("request_id",)),
         TableSpec("distill", "pairs", ("request_id",)),
+        TableSpec("distill", "logprobs", ("request_id", "position")),
         TableSpec("sft", "examples", ("example_id",)),
         TableSpec("train", "checkpoints", ("checkpoint_id",)),
         TableSpec("eval", "prompts", ("prompt_id",)),

@@ -183,6 +183,23 @@ class TeacherResource(Endpoint):
     worked_examples: int = Field(
         default=1, ge=0, le=1, description="Worked examples of the task type in the teacher's context (0 or 1)."
     )
+    top_logprobs: int = Field(
+        default=0, ge=0, le=20, description="Keep the teacher's top-k token log-probabilities in distill/logprobs "
+        "(0: off). A remote endpoint is asked with logprobs/top_logprobs (part of the request id); the local teacher "
+        "returns none, so the distill/logprobs asset scores its chosen answers in-process (docs/distill.md)."
+    )
+    logprobs_tokenizer: str = Field(
+        default="", description="A folder or hub id of the remote teacher's tokenizer: its identity is recorded with "
+        "the probabilities and their token texts mapped to ids (unset: endpoint:<model>, which no student matches)."
+    )
+
+    def sampling(self) -> SamplingParams:
+        base = super().sampling()
+        if self.top_logprobs and not self.is_local:
+            from dataclasses import replace
+
+            return replace(base, top_logprobs=self.top_logprobs)
+        return base
 
     @property
     def samples(self) -> int:
@@ -225,6 +242,8 @@ def _endpoint_env(prefix: str) -> dict[str, Any]:
             break
     if os.environ.get(f"{prefix}_MAX_CONCURRENCY"):
         settings["max_concurrency"] = int(os.environ[f"{prefix}_MAX_CONCURRENCY"])
+    if prefix == "NEXA_TEACHER" and os.environ.get("NEXA_TEACHER_TOP_LOGPROBS"):
+        settings["top_logprobs"] = int(os.environ["NEXA_TEACHER_TOP_LOGPROBS"])
     if os.environ.get(f"{prefix}_MAX_TOKENS"):
         settings["max_tokens"] = int(os.environ[f"{prefix}_MAX_TOKENS"])
     return settings

@@ -1,6 +1,6 @@
 """distill/completions and distill/pairs: teacher answers that never pay twice, filtered and judged."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dagster as dg
@@ -91,7 +91,14 @@ def collect_into_lake(
     if not pending:
         return cached, CollectStats(total=0)
 
+    store_logprobs = (
+        endpoint_logprobs_writer(lake, teacher, lineage) if teacher.top_logprobs and not teacher.is_local else None
+    )
+
     def merge(rows: list[dict[str, Any]]) -> None:
+        if store_logprobs is not None:
+            store_logprobs(rows)
+        rows = [{k: v for k, v in r.items() if k != "logprobs"} for r in rows]
         lake.write("distill/completions", _completion_frame(rows), mode="merge", lineage=lineage)
 
     def journal_row(row: dict[str, Any]) -> None:
@@ -114,6 +121,30 @@ def collect_into_lake(
         )
         journal.discard()
     return cached, stats
+
+
+def endpoint_logprobs_writer(
+    lake: LakeResource, teacher: TeacherResource, lineage: Lineage
+) -> Callable[[list[dict[str, Any]]], None]:
+    """Merge the top-k log-probabilities a remote teacher returned with its answers into distill/logprobs."""
+    from nexa_assets.distill.logprobs import LOGPROBS_TABLE, endpoint_rows, token_lookup, tokenizer_identity
+
+    identity, name, lookup = f"endpoint:{teacher.model_id}", teacher.model_id, None
+    if teacher.logprobs_tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(teacher.logprobs_tokenizer)
+        identity, name, lookup = tokenizer_identity(tokenizer), teacher.logprobs_tokenizer, token_lookup(tokenizer)
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        frame = endpoint_rows(
+            rows, teacher_model=teacher.model_id, top_k=teacher.top_logprobs, tokenizer=identity, name=name,
+            lookup=lookup,
+        )
+        if frame.height:
+            lake.write(LOGPROBS_TABLE, frame, mode="merge", lineage=lineage)
+
+    return write
 
 
 def _completion_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:

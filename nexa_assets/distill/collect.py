@@ -115,6 +115,8 @@ async def collect(
                 "attempts": result.attempts,
                 "error": error,
             }
+            if result.logprobs is not None:  # only when asked (SamplingParams.top_logprobs): distill/logprobs rows
+                row["logprobs"] = result.logprobs
             if on_row is not None:
                 on_row(row)
             pending.append(row)

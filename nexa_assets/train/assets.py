@@ -42,6 +42,15 @@ class CheckpointConfig(dg.Config):
         default=None, description="Where the checkpoint goes (default <lake root>/train/artifacts/<checkpoint_id>)."
     )
     round: int | None = round_field()
+    distill_loss: str = Field(
+        default="none", description="none | kd: add a KL term to the teacher's stored top-k probabilities "
+        "(distill/logprobs; docs/distill.md)."
+    )
+    kd_temperature: float = Field(default=1.0, gt=0, description="KD softmax temperature (the KL is scaled by T²).")
+    kd_weight: float = Field(default=0.5, ge=0, description="Weight of the KD term beside the cross-entropy.")
+    logprobs_version: int | None = Field(
+        default=None, ge=0, description="distill/logprobs version KD reads (latest)."
+    )
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -58,7 +67,24 @@ class CheckpointConfig(dg.Config):
             seed=self.seed,
             save_steps=self.save_steps,
             bf16=self.bf16,
+            distill_loss=self.distill_loss,
+            kd_temperature=self.kd_temperature,
+            kd_weight=self.kd_weight,
+            logprobs_version=self.logprobs_version,
         )
+
+
+def _with_logprobs(train_config: TrainConfig, lake: LakeResource) -> TrainConfig:
+    """A KD config with the exact distill/logprobs URI and version it trains on (the latest when unset)."""
+    from dataclasses import replace
+
+    latest = lake.version("distill/logprobs")
+    if latest is None:
+        raise dg.Failure(
+            "distill_loss=kd needs distill/logprobs: materialize it first (docs/distill.md), or set distill_loss: none"
+        )
+    chosen = latest if train_config.logprobs_version is None else train_config.logprobs_version
+    return replace(train_config, logprobs_uri=lake.uri("distill/logprobs"), logprobs_version=int(chosen))
 
 
 def _text(value: Any) -> str:
@@ -92,6 +118,8 @@ def _metadata(result: dict[str, Any], uri: str, checkpoint: str) -> dict[str, An
             loss_plot_markdown(result.get("loss_curve") or [], result.get("val_loss"), title)
         ),
         "config": dg.MetadataValue.json(result.get("config") or {}),
+        **({"distill_loss": "kd", "logprobs_version": int(result["logprobs_version"]),
+            "kd": dg.MetadataValue.json(result.get("kd") or {})} if result.get("distill_loss") == "kd" else {}),
     }
 
 
@@ -125,6 +153,8 @@ def train_checkpoints(
             f"this run asks for compute backend {config.backend!r} but the `compute` resource is {actual!r}; "
             "set NEXA_COMPUTE_BACKEND (or the resource config) to change it"
         )
+    if train_config.distill_loss == "kd":
+        train_config = _with_logprobs(train_config, lake)
     checkpoint = checkpoint_id(context.run.run_id, version, train_config.to_dict())
     uri = config.output_uri or artifact_uri(lake.root_uri(), checkpoint)
     context.log.info(f"training {train_config.preset} on sft/examples v{version} via {actual or 'compute'} → {uri}")

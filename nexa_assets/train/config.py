@@ -25,6 +25,10 @@ def fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+DISTILL_LOSSES: tuple[str, ...] = ("none", "kd")
+KD_FIELDS: tuple[str, ...] = ("distill_loss", "kd_temperature", "kd_weight", "logprobs_uri", "logprobs_version")
+
+
 @dataclass
 class TrainConfig:
     """How to train one student. Fields left `None` take the preset's default."""
@@ -59,6 +63,13 @@ class TrainConfig:
     # Rows of the table's newest round (the prompts feedback bought for weak cells) appear this many times
     # per epoch; earlier rounds' rows once (replay). 1: every row once (2 measured no better; docs/loop.md).
     newest_round_weight: int = 1
+    # Soft-label distillation (docs/distill.md): "kd" adds kd_weight x T^2 x forward KL(teacher top-k
+    # renormalized || student) on the answer positions stored in distill/logprobs to the cross-entropy.
+    distill_loss: str = "none"
+    kd_temperature: float = 1.0
+    kd_weight: float = 0.5
+    logprobs_uri: str | None = None  # the distill/logprobs table (default: beside the SFT table in its lake)
+    logprobs_version: int | None = None  # its Delta version (default: the latest, recorded in metrics)
 
     def __post_init__(self) -> None:
         get_preset(self.preset)  # fails early, listing the valid presets
@@ -72,6 +83,16 @@ class TrainConfig:
             raise ValueError("train config: set epochs > 0 or max_steps > 0")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ValueError(f"train config: learning_rate={self.learning_rate} must be > 0")
+        if self.distill_loss not in DISTILL_LOSSES:
+            raise ValueError(
+                f"train config: distill_loss={self.distill_loss!r}: valid values are {', '.join(DISTILL_LOSSES)}"
+            )
+        if self.kd_temperature <= 0 or self.kd_weight < 0:
+            raise ValueError(
+                f"train config: kd_temperature={self.kd_temperature} must be > 0 and kd_weight={self.kd_weight} >= 0"
+            )
+        if self.distill_loss == "kd" and self.packing:
+            raise ValueError("train config: distill_loss=kd needs packing: false (positions are per row)")
 
     @property
     def student(self) -> StudentPreset:
@@ -98,7 +119,12 @@ class TrainConfig:
         return self.base_model or self.student.model
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields; the KD ones only when KD is on, so a default config (its hash, run.json) is unchanged."""
+        data = asdict(self)
+        if self.distill_loss == "none":
+            for key in KD_FIELDS:
+                data.pop(key)
+        return data
 
     def resolved(self) -> dict[str, Any]:
         """The config with preset defaults filled in: what actually trains (recorded in metrics.json)."""

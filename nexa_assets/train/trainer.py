@@ -101,12 +101,68 @@ def load_model(config: TrainConfig, tokenizer: Any, cuda: bool) -> Any:
     return model
 
 
-def chat_dataset(rows: Any) -> Any:
-    """A datasets.Dataset in TRL's conversational prompt-completion form from sft/examples rows."""
+def chat_dataset(rows: Any, kd_rows: list[int] | None = None) -> Any:
+    """A datasets.Dataset in TRL's conversational prompt-completion form from sft/examples rows (with KD, each
+    row's index into the teacher probabilities, -1 for none)."""
     from datasets import Dataset
 
     pairs = [split_messages(m) for m in rows["messages"].to_list()]
-    return Dataset.from_dict({"prompt": [p for p, _ in pairs], "completion": [c for _, c in pairs]})
+    data: dict[str, Any] = {"prompt": [p for p, _ in pairs], "completion": [c for _, c in pairs]}
+    if kd_rows is not None:
+        from nexa_assets.train.kd import KD_ROW
+
+        data[KD_ROW] = kd_rows
+    return Dataset.from_dict(data)
+
+
+def _resolve_kd(config: TrainConfig, sft_uri: str, storage_options: dict[str, str] | None) -> TrainConfig:
+    """The config with the probability table's URI and exact version filled in (the latest when unset)."""
+    from dataclasses import replace
+
+    from deltalake import DeltaTable
+
+    from nexa_assets.train.data import storage_options_for
+    from nexa_assets.train.kd import default_logprobs_uri
+
+    uri = config.logprobs_uri or default_logprobs_uri(sft_uri)
+    options = storage_options if storage_options is not None else storage_options_for(uri)
+    if not DeltaTable.is_deltatable(uri, storage_options=options):
+        raise TrainError(
+            f"distill_loss=kd reads teacher probabilities from {uri}, which is not a Delta table: materialize "
+            "distill/logprobs first (docs/distill.md), or set distill_loss: none"
+        )
+    version = config.logprobs_version
+    if version is None:
+        version = DeltaTable(uri, storage_options=options).version()
+    return replace(config, logprobs_uri=uri, logprobs_version=int(version))
+
+
+def _kd_teacher(config: TrainConfig, train_rows: Any, tokenizer: Any, storage_options: dict[str, str] | None,
+                log: Log) -> tuple[list[int], list[Any], int, dict[str, Any]]:
+    """(kd_row per train row, teacher rows, top-k, summary) from the probability table at its version, joined
+    to the train rows by request_id; fails at once when its tokenizer is not the student's."""
+    from nexa_assets.distill.logprobs import tokenizer_identity
+    from nexa_assets.train.data import read_rows
+    from nexa_assets.train.kd import check_tokenizer, teacher_rows
+
+    assert config.logprobs_uri is not None and config.logprobs_version is not None
+    if "request_id" not in train_rows.columns:
+        raise TrainError("distill_loss=kd joins SFT rows to teacher probabilities by request_id; the table has none")
+    ids = [str(r) for r in train_rows["request_id"].to_list()]
+    table = read_rows(config.logprobs_uri, config.logprobs_version, storage_options=storage_options)
+    table = table.filter(table["request_id"].is_in(ids))
+    check_tokenizer(table["tokenizer"].to_list(), table["tokenizer_name"].to_list(), tokenizer_identity(tokenizer),
+                    f"{config.preset} ({Path(str(tokenizer.name_or_path)).name})")
+    by_request = teacher_rows(table, ids)
+    teacher = list(by_request.values())
+    index = {rid: i for i, rid in enumerate(by_request)}
+    kd_rows = [index.get(rid, -1) for rid in ids]
+    top_k = int(table["top_k"].max()) if table.height else 1
+    covered = sum(r >= 0 for r in kd_rows)
+    log(f"kd: {covered}/{len(ids)} train rows have teacher probabilities ({table.height} positions, top-{top_k}) "
+        f"from {config.logprobs_uri}@v{config.logprobs_version}")
+    summary = {"rows_with_teacher": covered, "teacher_positions": table.height, "top_k": top_k}
+    return kd_rows, teacher, top_k, summary
 
 
 # ----------------------------------------------------------------------------------------- training
@@ -135,6 +191,7 @@ def _progress_callback(log: Log, upload: Callable[[Path], None] | None) -> Any:
             log(
                 f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "
                 f"lr {logs.get('learning_rate', 0.0):.2e} tokens {tokens}{rate}"
+                + (f" kd_kl {logs['kd_kl']:.4f}" if "kd_kl" in logs else "")
             )
 
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
@@ -269,6 +326,8 @@ def train(
     cuda = torch.cuda.is_available()
     remote = storage.is_remote(output)
     workdir = storage.local_workdir(output)
+    if config.distill_loss == "kd":
+        config = _resolve_kd(config, sft_uri, storage_options)
     _check_run(workdir, {"sft_uri": sft_uri, "sft_version": int(sft_version), "config": config.resolved()})
     stage = Path(stage_dir or os.environ.get(STAGE_ENV) or Path(tempfile.gettempdir()) / "nexa-stage")
     train_rows, val_rows, data_manifest = _stage_rows(
@@ -276,6 +335,14 @@ def train(
     )
 
     tokenizer = load_tokenizer(config)
+    kd = None
+    if config.distill_loss == "kd":
+        from nexa_assets.train.kd import TokenizerMismatch
+
+        try:
+            kd = _kd_teacher(config, train_rows, tokenizer, storage_options, log)
+        except TokenizerMismatch as exc:
+            raise TrainError(str(exc)) from None
     model = load_model(config, tokenizer, cuda)
     client, upload = None, None
     if remote:
@@ -287,15 +354,22 @@ def train(
     resume = storage.latest_complete_checkpoint(workdir)
     if resume is None and remote and storage.download_latest_checkpoint(output, workdir, client=client):
         resume = storage.latest_complete_checkpoint(workdir)
-    trainer = CompletionLossSFTTrainer(
+    trainer_kwargs: dict[str, Any] = dict(
         model=model,
         args=_sft_args(config, workdir, cuda),
-        train_dataset=chat_dataset(train_rows),
+        train_dataset=chat_dataset(train_rows, kd[0] if kd else None),
         eval_dataset=chat_dataset(val_rows) if val_rows.height else None,
         processing_class=tokenizer,
         peft_config=_lora_config(config),
         callbacks=[_progress_callback(log, upload)],
     )
+    if kd is not None:
+        from nexa_assets.train.kd import KDSFTTrainer
+
+        trainer = KDSFTTrainer(**trainer_kwargs, kd_temperature=config.kd_temperature, kd_weight=config.kd_weight,
+                               teacher=kd[1], top_k=kd[2])
+    else:
+        trainer = CompletionLossSFTTrainer(**trainer_kwargs)
     trainer.remove_callback(PrinterCallback)  # our Progress callback prints one line per step instead
     tokens_before = 0
     if resume is not None:
@@ -334,6 +408,8 @@ def train(
         "device": _device(torch, cuda),
         "bf16": config.use_bf16,
         "config": config.resolved(),
+        **({"distill_loss": "kd", "logprobs_uri": config.logprobs_uri, "logprobs_version": config.logprobs_version,
+            "kd": {**kd[3], **_kd_metrics(trainer.state)}} if kd is not None else {}),
         "output": output,
         "started_at": started_at.isoformat(),
         "versions": _versions(),
@@ -362,6 +438,14 @@ def _progress_metrics(state: Any, runtime: float, tokens_before: int) -> dict[st
         "first_loss": curve[0][1] if curve else None,
         "loss_curve": curve,
     }
+
+
+def _kd_metrics(state: Any) -> dict[str, Any]:
+    """The KD term's curve (mean KL per position at each logged step) and its first and last values."""
+    curve = [[int(h["step"]), float(h["kd_kl"])] for h in state.log_history if "kd_kl" in h]
+    ce = [[int(h["step"]), float(h["kd_ce"])] for h in state.log_history if "kd_ce" in h]
+    return {"kl_curve": curve, "ce_curve": ce, "first_kl": curve[0][1] if curve else None,
+            "final_kl": curve[-1][1] if curve else None}
 
 
 def _device(torch: Any, cuda: bool) -> str:

@@ -1,0 +1,198 @@
+"""Teacher token probabilities (distill/logprobs): the top-k next-token log-probabilities of each answer token.
+
+One row per (request_id, position), position p being the p-th token of the answer as the chat template
+tokenizes it (the completion tokens a student is trained on, end-of-turn included). Rows come from an
+OpenAI-compatible endpoint asked with `logprobs`/`top_logprobs` (`endpoint_rows`), or, for the local teacher
+(whose server returns none), from scoring the chosen answers in-process with the same model (`score_answers`).
+`tokenizer` names the vocabulary the token ids belong to (`tokenizer_identity`): KD needs the student's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+LOGPROBS_TABLE = "distill/logprobs"
+LOGPROBS_SCHEMA: dict[str, pl.DataType] = {
+    "request_id": pl.String(),
+    "position": pl.Int64(),  # index of the answer token (0 = first completion token)
+    "token": pl.String(),  # the answer's token at this position, as text
+    "token_id": pl.Int64(),  # its id in `tokenizer` (null when an endpoint's token text maps to no single id)
+    "logprob": pl.Float64(),  # the teacher's log-probability of that token
+    "top_tokens": pl.List(pl.String()),  # the teacher's k most likely tokens here, most likely first
+    "top_token_ids": pl.List(pl.Int64()),  # their ids (null entries where no single id matches)
+    "top_logprobs": pl.List(pl.Float64()),  # their log-probabilities (over the full vocabulary)
+    "top_k": pl.Int64(),
+    "tokenizer": pl.String(),  # tokenizer_identity(): vocabulary size and hash, or endpoint:<model> when unknown
+    "tokenizer_name": pl.String(),
+    "teacher_model": pl.String(),
+    "source": pl.String(),  # "endpoint" (returned with the answer) | "scored" (computed in-process)
+}
+MAX_TOP_K = 20  # OpenAI's limit for top_logprobs
+
+
+def tokenizer_identity(tokenizer: Any) -> str:
+    """`vocab<N>-<sha256[:12]>` of the token → id map (special tokens included): two tokenizers with the same
+    identity give every token the same id, whatever folder or hub id they were loaded from."""
+    vocab = tokenizer.get_vocab()
+    blob = json.dumps(sorted(vocab.items(), key=lambda kv: kv[1]), ensure_ascii=False, separators=(",", ":"))
+    return f"vocab{len(vocab)}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def tokenizer_name(tokenizer: Any) -> str:
+    return Path(str(getattr(tokenizer, "name_or_path", "") or "unknown")).name
+
+
+def empty_frame() -> pl.DataFrame:
+    return pl.DataFrame(schema=LOGPROBS_SCHEMA)
+
+
+# ------------------------------------------------------------------------------------------ endpoints
+
+
+def token_lookup(tokenizer: Any) -> dict[str, int]:
+    """Token text → id for endpoints that return text (OpenAI, vLLM): each id's decoded text, ambiguous texts
+    left out. vLLM's `token_id:<n>` form is understood by `token_id` directly."""
+    seen: dict[str, int] = {}
+    ambiguous: set[str] = set()
+    for i in range(len(tokenizer)):
+        text = tokenizer.decode([i])
+        if text in seen:
+            ambiguous.add(text)
+        seen[text] = i
+    return {t: i for t, i in seen.items() if t not in ambiguous}
+
+
+def token_id(text: str, lookup: Mapping[str, int] | None) -> int | None:
+    if text.startswith("token_id:") and text[9:].isdigit():
+        return int(text[9:])
+    return None if lookup is None else lookup.get(text)
+
+
+def endpoint_rows(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    teacher_model: str,
+    top_k: int,
+    tokenizer: str,
+    name: str,
+    lookup: Mapping[str, int] | None = None,
+) -> pl.DataFrame:
+    """distill/logprobs rows of collected answers that carry `logprobs` (ChatResult.logprobs)."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        tokens = row.get("logprobs")
+        if not tokens or row.get("error") is not None:
+            continue
+        for position, item in enumerate(tokens):
+            top = item["top"][:top_k]
+            out.append(
+                {
+                    "request_id": row["request_id"],
+                    "position": position,
+                    "token": item["token"],
+                    "token_id": token_id(item["token"], lookup),
+                    "logprob": item["logprob"],
+                    "top_tokens": [t for t, _ in top],
+                    "top_token_ids": [token_id(t, lookup) for t, _ in top],
+                    "top_logprobs": [lp for _, lp in top],
+                    "top_k": top_k,
+                    "tokenizer": tokenizer,
+                    "tokenizer_name": name,
+                    "teacher_model": teacher_model,
+                    "source": "endpoint",
+                }
+            )
+    return pl.DataFrame(out, schema=LOGPROBS_SCHEMA) if out else empty_frame()
+
+
+# ------------------------------------------------------------------------------- the local teacher
+
+
+def answer_span(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> tuple[list[int], int]:
+    """(token ids of the whole chat, index of the first answer token): the answer starts where the prompt with
+    the generation prompt and the full chat diverge, as TRL's SFTTrainer labels it."""
+    prompt = [dict(m) for m in messages[:-1]]
+    prompt_ids = _ids(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True))
+    full_ids = _ids(tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=True))
+    start = 0
+    while start < min(len(prompt_ids), len(full_ids)) and prompt_ids[start] == full_ids[start]:
+        start += 1
+    return full_ids, start
+
+
+def _ids(encoded: Any) -> list[int]:
+    if isinstance(encoded, Mapping) or hasattr(encoded, "keys"):
+        encoded = encoded["input_ids"]
+    return list(encoded)
+
+
+def score_answers(
+    answers: Sequence[Mapping[str, Any]],
+    model: Any,
+    tokenizer: Any,
+    *,
+    top_k: int,
+    teacher_model: str,
+    max_len: int = 2048,
+) -> pl.DataFrame:
+    """Score answers with a causal LM in-process: for each answer token, the top-k of the log-softmax at the
+    position that predicts it. Each answer is a mapping with `request_id` and `messages` (system, user[, worked
+    examples], assistant answer last); positions count answer tokens only, whatever context precedes them."""
+    import torch
+
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise ValueError(f"top_k={top_k}: expected 1..{MAX_TOP_K}")
+    identity, name = tokenizer_identity(tokenizer), tokenizer_name(tokenizer)
+    out: list[dict[str, Any]] = []
+    model.eval()
+    for answer in answers:
+        ids, start = answer_span(tokenizer, answer["messages"])
+        ids = ids[:max_len]
+        if start >= len(ids) or start == 0:
+            continue
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([ids])).logits[0].float()
+        logp = torch.log_softmax(logits[start - 1 : len(ids) - 1], dim=-1)  # row j predicts ids[start + j]
+        top_lp, top_ids = logp.topk(top_k, dim=-1)
+        targets = torch.tensor(ids[start:])
+        chosen = logp.gather(1, targets[:, None])[:, 0]
+        for p in range(len(targets)):
+            tid = int(targets[p])
+            tops = top_ids[p].tolist()
+            out.append(
+                {
+                    "request_id": answer["request_id"],
+                    "position": p,
+                    "token": tokenizer.decode([tid]),
+                    "token_id": tid,
+                    "logprob": float(chosen[p]),
+                    "top_tokens": [tokenizer.decode([t]) for t in tops],
+                    "top_token_ids": tops,
+                    "top_logprobs": [float(v) for v in top_lp[p].tolist()],
+                    "top_k": top_k,
+                    "tokenizer": identity,
+                    "tokenizer_name": name,
+                    "teacher_model": teacher_model,
+                    "source": "scored",
+                }
+            )
+    return pl.DataFrame(out, schema=LOGPROBS_SCHEMA) if out else empty_frame()
+
+
+def load_local_teacher() -> tuple[Any, Any]:
+    """(model, tokenizer) of the local teacher's weights (SmolLM2-135M-Instruct), float32 for scoring on a CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from nexa_resources.local_model import ensure_local_model
+
+    folder = ensure_local_model()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
+    return model, tokenizer
