@@ -11,7 +11,7 @@ import pytest
 
 from nexa_assets.evaluate.schema import METRIC_SCHEMA
 from nexa_assets.evaluate.stats import mean_ci
-from nexa_assets.feedback.assets import feedback_loop
+from nexa_assets.feedback.assets import FeedbackConfig, feedback_loop
 from nexa_jobs.feedback_sensor import feedback_sensor
 from nexa_resources.judge import STRUCTURAL_JUDGE_ID, JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
@@ -122,7 +122,8 @@ def test_no_run_when_every_cell_passes(lake, instance):
     assert [r.run_key for r in requests] == ["feedback-round-1"]
     assert set(requests[0].tags["nexa/focus_cells"].split(",")) == {"biology/hypothesis", "physics/methodology"}
     requests_table = lake.read("feedback/requests")
-    assert int(requests_table["n_prompts"].sum()) == 24 and set(requests_table["status"]) == {"open"}
+    assert int(requests_table["n_prompts"].sum()) == FeedbackConfig().prompts_per_round
+    assert set(requests_table["status"]) == {"open"}
     assert set(requests_table["hints"].explode()) <= {f"more {m}" for m in METRICS}
 
 
@@ -282,7 +283,7 @@ def test_an_unknown_price_is_unknown_in_the_tag_and_stops_a_loop_with_a_budget(l
     assert judge(lake, instance, 0).success
     row = _ledger(lake, 0)
     assert row["cost_known"] is False and row["gpu_usd"] is None and row["teacher_usd"] == pytest.approx(0.5)
-    assert row["next_estimate_usd"] is None and row["next_prompts"] == 24
+    assert row["next_estimate_usd"] is None and row["next_prompts"] == FeedbackConfig().prompts_per_round
     requests, cursor, _ = evaluate(instance, None)
     assert requests[0].tags["nexa/estimated_cost_usd"] == "unknown"
 
