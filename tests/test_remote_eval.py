@@ -26,51 +26,25 @@ from test_compute import (  # noqa: F401 - the fixtures are used by name
     RecordingLog,
     _csv_cheapest,
     _csv_rows,
+    _skypilot_resource,
     isolated_skypilot,
     sky_python,
 )
+from test_crash_recovery import _eval_prompts
 
 from nexa_assets.evaluate import node
 from nexa_assets.evaluate.assets import eval_predictions
 from nexa_assets.evaluate.remote import RemoteEvalFailed, answer_backend, answer_on_compute, eval_task
-from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA, PREDICTION_SCHEMA
-from nexa_assets.taxonomy import TASK_TYPES
+from nexa_assets.evaluate.schema import PREDICTION_SCHEMA
 from nexa_assets.train.register import checkpoint_row
 from nexa_resources.compute import ComputeResource, SkyBridge, override_sky_client
+from nexa_resources.inputs import split_s3_uri
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.teacher import TeacherResource
 
 CKPT = "ck-remote-1"
 PROMPTS = 5
 LINEAGE_COLUMNS = {"run_id", "round", "created_at"}
-
-
-def _eval_prompts(n: int = PROMPTS) -> pl.DataFrame:
-    rows = [
-        {"prompt_id": f"ep-{i}", "domain": "physics", "task_type": TASK_TYPES[i % len(TASK_TYPES)],
-         "instruction": f"Eval question number {i} about heat flow in thin films.", "context": None,
-         "source": "test", "origin": "seed", "eval_set": "es-test"}
-        for i in range(n)
-    ]
-    return pl.DataFrame(rows, schema=EVAL_PROMPT_SCHEMA)
-
-
-def _compute(bucket: str, **overrides) -> ComputeResource:
-    settings = {
-        "backend": "skypilot",
-        "bucket": f"s3://{bucket}/nexa",
-        "catalog_dir": str(CATALOG),
-        "accelerators": CANDIDATES,
-        "estimated_hours": 1.0,
-        "max_price_per_hour": 4.0,
-        "max_total_usd": 10.0,
-    }
-    return ComputeResource(**{**settings, **overrides})
-
-
-def _s3_key(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
 
 
 def node_playing(base_url: str, work: Path, *, drop: int = 0):
@@ -81,7 +55,7 @@ def node_playing(base_url: str, work: Path, *, drop: int = 0):
         envs = task["env_overrides"]
         s3 = boto3.client("s3")
         work.mkdir(parents=True, exist_ok=True)
-        s3.download_file(*_s3_key(envs["NEXA_EVAL_PROMPTS_URI"]), str(work / "prompts.parquet"))
+        s3.download_file(*split_s3_uri(envs["NEXA_EVAL_PROMPTS_URI"]), str(work / "prompts.parquet"))
         spec = json.loads(envs["NEXA_EVAL_SPEC"])
         # The node serves the checkpoint under model_id; the scripted server answers any model name.
         code = node.main(["--prompts", str(work / "prompts.parquet"), "--output", str(work / "answers.parquet"),
@@ -90,8 +64,8 @@ def node_playing(base_url: str, work: Path, *, drop: int = 0):
         answers = pl.read_parquet(work / "answers.parquet")
         buffer = io.BytesIO()
         answers.head(answers.height - drop).write_parquet(buffer)
-        s3.put_object(Bucket=_s3_key(envs["NEXA_EVAL_OUTPUT_URI"])[0], Key=_s3_key(envs["NEXA_EVAL_OUTPUT_URI"])[1],
-                      Body=buffer.getvalue())
+        bucket, key = split_s3_uri(envs["NEXA_EVAL_OUTPUT_URI"])
+        s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
 
     return play
 
@@ -101,7 +75,7 @@ def eval_lake(tmp_path, s3_env) -> LakeResource:
     """eval/prompts and one checkpoint trained on SkyPilot, its files under the bucket."""
     lake = LakeResource(root=str(tmp_path / "lake"))
     lineage = Lineage(run_id="setup", round=0)
-    lake.write("eval/prompts", _eval_prompts(), mode="overwrite", lineage=lineage)
+    lake.write("eval/prompts", _eval_prompts(PROMPTS), mode="overwrite", lineage=lineage)
     uri = f"s3://{s3_env}/nexa/lake/train/artifacts/{CKPT}"
     result = {"sft_version": 1, "preset": "tiny", "base_model": "scratch:tiny", "backend": "skypilot",
               "cloud": "lambda", "accelerator": "A10:1"}
@@ -139,8 +113,8 @@ def test_backend_auto_follows_where_the_checkpoint_trained():
 def test_checkpoint_outside_the_bucket_is_refused_before_launch(s3_env):
     fake = FakeSkyClient()
     with pytest.raises(RemoteEvalFailed, match="not under s3://.*/nexa.*backend: local"):
-        answer_on_compute(_compute(s3_env).use_sky_client(fake), _eval_prompts(), checkpoint_uri="s3://elsewhere/ck",
-                          spec={"model_id": CKPT}, run_id="r", log=RecordingLog())
+        answer_on_compute(_skypilot_resource(s3_env).use_sky_client(fake), _eval_prompts(PROMPTS),
+                          checkpoint_uri="s3://elsewhere/ck", spec={"model_id": CKPT}, run_id="r", log=RecordingLog())
     assert fake.calls == []
 
 
@@ -180,7 +154,7 @@ def test_eval_task_yaml_parses_with_skypilots_parser(sky_python):
 
 
 def test_node_answers_through_predict_and_writes_prediction_rows(srv, tmp_path):
-    _eval_prompts().write_parquet(tmp_path / "prompts.parquet")
+    _eval_prompts(PROMPTS).write_parquet(tmp_path / "prompts.parquet")
     spec = {"model_id": CKPT, "checkpoint_id": CKPT, "model_label": "round 1 student (tiny)", "max_tokens": 32}
     out = tmp_path / "out" / "answers.parquet"
     assert node.main(["--prompts", str(tmp_path / "prompts.parquet"), "--output", str(out),
@@ -210,7 +184,7 @@ def test_skypilot_checkpoint_answers_on_the_compute_backend(eval_lake, s3_env, s
     fake = FakeSkyClient(record={"cloud": "Lambda", "region": region, "accelerators": {"A10": 1},
                                  "job_duration": 720.0},
                          on_wait=node_playing(srv.base_url, tmp_path / "node"))
-    result = _materialize(eval_lake, _compute(s3_env), srv.base_url, fake)
+    result = _materialize(eval_lake, _skypilot_resource(s3_env), srv.base_url, fake)
     assert result.success
 
     assert fake.methods() == ["check", "launch", "wait", "down"]  # torn down after success too
@@ -225,7 +199,7 @@ def test_skypilot_checkpoint_answers_on_the_compute_backend(eval_lake, s3_env, s
     table = eval_lake.read("eval/predictions")
     assert set(table.columns) == set(PREDICTION_SCHEMA) | LINEAGE_COLUMNS
     assert {c: table.schema[c] for c in PREDICTION_SCHEMA} == PREDICTION_SCHEMA
-    assert table.height == PROMPTS and sorted(table["prompt_id"]) == sorted(_eval_prompts()["prompt_id"])
+    assert table.height == PROMPTS and sorted(table["prompt_id"]) == sorted(_eval_prompts(PROMPTS)["prompt_id"])
     assert set(table["model_id"]) == {CKPT} and set(table["checkpoint_id"]) == {CKPT}
     assert set(table["model_kind"]) == {"checkpoint"} and set(table["model_label"]) == {"round 0 student (tiny)"}
     assert table["error"].null_count() == PROMPTS and set(table["run_id"]) == {run_id}
@@ -238,7 +212,7 @@ def test_skypilot_checkpoint_answers_on_the_compute_backend(eval_lake, s3_env, s
 
     # Answered once: a second materialization sends nothing and launches nothing.
     again = FakeSkyClient()
-    assert _materialize(eval_lake, _compute(s3_env), srv.base_url, again).success
+    assert _materialize(eval_lake, _skypilot_resource(s3_env), srv.base_url, again).success
     assert again.calls == [] and eval_lake.read("eval/predictions").height == PROMPTS
 
 
@@ -264,7 +238,7 @@ def test_failed_eval_job_tears_down_and_leaves_predictions_as_they_were(eval_lak
         fake_args["on_wait"] = node_playing(srv.base_url, tmp_path / "node", drop=2)
     fake = FakeSkyClient(**fake_args)
 
-    result = _materialize(eval_lake, _compute(s3_env), srv.base_url, fake)
+    result = _materialize(eval_lake, _skypilot_resource(s3_env), srv.base_url, fake)
     assert not result.success
     failure = result.get_step_failure_events()[0].event_specific_data
     text = failure.user_failure_data.description if failure.user_failure_data else failure.error.to_string()
@@ -278,5 +252,5 @@ def test_local_backend_keeps_a_skypilot_checkpoint_off_the_cloud(eval_lake, s3_e
     """backend: local never calls SkyPilot (it serves the checkpoint here; no model files: the serve fails)."""
     monkeypatch.setenv("NEXA_CACHE_DIR", str(tmp_path / "cache"))
     fake = FakeSkyClient()
-    result = _materialize(eval_lake, _compute(s3_env), srv.base_url, fake, backend="local")
+    result = _materialize(eval_lake, _skypilot_resource(s3_env), srv.base_url, fake, backend="local")
     assert not result.success and fake.calls == []

@@ -19,6 +19,7 @@ import yaml
 from nexa_assets.evaluate.schema import PREDICTION_SCHEMA
 from nexa_assets.train.storage import s3_client
 from nexa_resources.compute import REPO_ROOT, ComputeError, ComputeResource, job_name
+from nexa_resources.inputs import split_s3_uri
 
 EVAL_TASK_YAML = REPO_ROOT / "sky" / "eval.yaml"
 # Where a checkpoint's eval answers come from: auto = where it was trained.
@@ -43,11 +44,6 @@ def answer_backend(choice: str, trained_on: str | None, compute: Any) -> str:
             "machine with backend: local"
         )
     return where
-
-
-def _s3_parts(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
 
 
 def eval_task(
@@ -80,7 +76,7 @@ def eval_task(
 
 def read_answers(output_uri: str, prompts: pl.DataFrame, model_id: str) -> pl.DataFrame:
     """The job's answers, exactly one PREDICTION_SCHEMA row of `model_id` per prompt asked."""
-    bucket, key = _s3_parts(output_uri)
+    bucket, key = split_s3_uri(output_uri)
     try:
         body = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as exc:  # noqa: BLE001 - botocore's errors carry the useful words
@@ -128,8 +124,10 @@ def answer_on_compute(
     s3 = s3_client()
     buffer = io.BytesIO()
     prompts.write_parquet(buffer)
-    s3.put_object(Bucket=_s3_parts(prompts_uri)[0], Key=_s3_parts(prompts_uri)[1], Body=buffer.getvalue())
-    s3.delete_object(Bucket=_s3_parts(output_uri)[0], Key=_s3_parts(output_uri)[1])  # no earlier try's answers
+    prompts_bucket, prompts_key = split_s3_uri(prompts_uri)
+    output_bucket, output_key = split_s3_uri(output_uri)
+    s3.put_object(Bucket=prompts_bucket, Key=prompts_key, Body=buffer.getvalue())
+    s3.delete_object(Bucket=output_bucket, Key=output_key)  # no earlier try's answers
 
     client = compute.sky_client()
     plan = compute.checked_plan(client, log)
