@@ -90,7 +90,9 @@ def test_local_teacher_scores_answers_per_token_and_the_asset_is_off_by_default(
     resources = {"lake": lake, "teacher": TeacherResource()}
 
     off = dg.materialize([distill_logprobs], resources=resources)
-    assert off.success and not off.get_asset_materialization_events() and not lake.exists(LOGPROBS_TABLE)
+    assert off.success and not lake.exists(LOGPROBS_TABLE)
+    (event,) = off.get_asset_materialization_events()  # reported (train/checkpoints waits on it), nothing written
+    assert event.materialization.metadata["enabled"].value is False
 
     config = {"ops": {"distill__logprobs": {"config": {"top_k": 4}}}}
     on = dg.materialize([distill_logprobs], resources=resources, run_config=config)
@@ -110,3 +112,14 @@ def test_local_teacher_scores_answers_per_token_and_the_asset_is_off_by_default(
     # A second run scores nothing new.
     rerun = dg.materialize([distill_logprobs], resources=resources, run_config=config)
     assert rerun.success and lake.read(LOGPROBS_TABLE).height == table.height
+
+
+def test_a_round_scores_its_sft_rows_before_training_on_them():
+    from nexa_jobs.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    checkpoints = graph.get(dg.AssetKey(["train", "checkpoints"]))
+    assert dg.AssetKey(["distill", "logprobs"]) in checkpoints.parent_keys
+    refresh = defs.resolve_job_def("refresh_job")
+    steps = {node.name: node for node in refresh.graph.node_dict.values()}
+    assert {"distill__logprobs", "train__checkpoints"} <= set(steps)

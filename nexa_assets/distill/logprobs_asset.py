@@ -55,11 +55,11 @@ def _new_answers(lake: LakeResource, top_k: int, config: LogprobsConfig) -> list
     deps=[EXAMPLES],
     group_name="distill",
     kinds={"pytorch", "deltalake"},
-    output_required=False,
     description="The teacher's top-k next-token log-probabilities of each chosen answer token, keyed by (request_id, "
     "position), with the tokenizer identity: what `distill_loss: kd` trains on. Off unless top_k (or the teacher's "
-    "top_logprobs) is set. A remote teacher's rows arrive with its answers; the local one's are scored here "
-    "in-process with the same weights.",
+    "top_logprobs) is set: then it records `enabled: false` and writes nothing. A remote teacher's rows arrive with "
+    "its answers; the local one's are scored here in-process with the same weights. train/checkpoints depends on it, "
+    "so a KD round trains on the probabilities of its own SFT rows.",
 )
 def distill_logprobs(
     context: dg.AssetExecutionContext, config: LogprobsConfig, lake: LakeResource, teacher: TeacherResource
@@ -67,7 +67,9 @@ def distill_logprobs(
     """Score the new chosen answers with the local teacher (remote teachers: report coverage only)."""
     top_k = teacher.top_logprobs if config.top_k is None else config.top_k
     if not top_k:
-        context.log.info("distill/logprobs is off (top_k 0): nothing to do")
+        context.log.info("distill/logprobs is off (top_k 0): nothing scored or written")
+        # Reported even when off: train/checkpoints depends on this asset and would be skipped without it.
+        yield dg.MaterializeResult(asset_key=LOGPROBS, metadata={"enabled": False, "top_k": 0})
         return
     if not lake.exists("sft/examples"):
         raise dg.Failure("distill/logprobs scores the chosen answers in sft/examples: materialize it first")
@@ -90,6 +92,7 @@ def distill_logprobs(
     yield dg.MaterializeResult(
         asset_key=LOGPROBS,
         metadata={
+            "enabled": True,
             **(written.metadata() if written is not None else {"delta_version": lake.version(LOGPROBS_TABLE)}),
             "dagster/row_count": table.height,
             "answers": table["request_id"].n_unique(),

@@ -16,6 +16,7 @@ from nexa_resources.lake import LakeResource, Lineage
 
 CHECKPOINTS = dg.AssetKey(["train", "checkpoints"])
 EXAMPLES = dg.AssetKey(["sft", "examples"])
+LOGPROBS = dg.AssetKey(["distill", "logprobs"])  # kd trains on them; a round scores its SFT rows before training
 
 
 class CheckpointConfig(dg.Config):
@@ -125,7 +126,7 @@ def _metadata(result: dict[str, Any], uri: str, checkpoint: str) -> dict[str, An
 
 @dg.asset(
     key=CHECKPOINTS,
-    deps=[EXAMPLES],
+    deps=[EXAMPLES, LOGPROBS],
     group_name="train",
     kinds={"pytorch", "deltalake"},
     description="A student trained on one exact sft/examples version (TRL SFTTrainer, completion-only loss) "
