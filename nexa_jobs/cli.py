@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import polars as pl
 
 from nexa_jobs.train_plan import register as register_train_plan
-from nexa_resources.lake import LakeResource, SqlAccessError, SqlLimitError, parse_at
+from nexa_resources.lake import LakeResource, SqlAccessError, SqlLimitError
+from nexa_resources.lake_sql import parse_at
 from nexa_resources.run_worker import fail_dead_runs, worker_tags
 
 FORMATS = ("table", "csv", "json")

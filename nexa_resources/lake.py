@@ -13,15 +13,13 @@ from __future__ import annotations
 import os
 import random
 import re
-import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 import duckdb
@@ -31,34 +29,41 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import Field
 
+from nexa_resources.lake_sql import (
+    DEFAULT_SQL_MEMORY_LIMIT,
+    DEFAULT_SQL_TIMEOUT_S,
+    SQL_MEMORY_ENV,
+    SQL_TIMEOUT_ENV,
+    SqlAccessError,
+    SqlLimitError,
+    changed_predicate,
+    interrupt_after,
+    looks_like_a_file,
+    parse_version,
+    plain_parquet_files,
+    quote,
+    seal,
+    sql_limits_from_env,
+    sql_str,
+    version_at,
+)
 from nexa_resources.run_worker import tag_run_worker
 from nexa_resources.storage import storage_options_from_env
 from nexa_resources.tables import TABLES, TableSpec, table_spec
 
 DEFAULT_ROOT = "data_lake"
 ROOT_ENV = "NEXA_LAKE_ROOT"
-# Limits of user SQL (`nexa sql`, the dashboard's SQL page), sized for a shared dashboard.
-SQL_TIMEOUT_ENV = "NEXA_SQL_TIMEOUT_S"
-SQL_MEMORY_ENV = "NEXA_SQL_MEMORY_LIMIT"
-DEFAULT_SQL_TIMEOUT_S = 30.0
-DEFAULT_SQL_MEMORY_LIMIT = "1GB"
 
 # Concurrent writers contend on the Delta log; a lost race is retried this many times.
 _COMMIT_RETRIES = 12
+_T = TypeVar("_T")
 
 
 class WriteMode(str, Enum):
     OVERWRITE = "overwrite"
     APPEND = "append"
     MERGE = "merge"
-
-
-class SqlAccessError(RuntimeError):
-    """User SQL touched something outside the lake views."""
-
-
-class SqlLimitError(RuntimeError):
-    """User SQL ran past the time limit or needed more than the memory limit."""
+    DELETE = "delete"
 
 
 @dataclass(frozen=True)
@@ -184,9 +189,9 @@ class LakeResource(dg.ConfigurableResource):
                 "materialize its asset first"
             ) from None
         if version is not None:
-            target = _parse_version(version)
+            target = parse_version(version)
             if isinstance(target, datetime):
-                target = _version_at(dt, target, table)
+                target = version_at(dt, target, table)
             dt.load_as_version(target)
         return dt
 
@@ -244,51 +249,77 @@ class LakeResource(dg.ConfigurableResource):
             data = with_lineage(data, lineage)
         merge_keys = tuple(keys or spec.keys)
         if mode is WriteMode.MERGE:
-            if not merge_keys:
-                raise ValueError(f"merge into {spec.path} needs key columns; pass keys=[...]")
-            missing = [k for k in merge_keys if k not in data.columns]
-            if missing:
-                raise ValueError(f"merge into {spec.path}: key columns {missing} are not in the rows")
-            data = data.unique(subset=list(merge_keys), keep="last", maintain_order=True)
+            data = _unique_on_keys(spec, data, merge_keys)
         arrow = data.to_arrow()
-        uri = self.uri(spec)
-        custom_metadata = {"nexa.run_id": lineage.run_id} if lineage else None
-        commit = CommitProperties(custom_metadata=custom_metadata)
-        # Creating a table must fail, not be rebased onto a table another writer just created
-        # (delta-rs would commit it as version 1 on top of theirs): no commit retries for it.
-        create_commit = CommitProperties(custom_metadata=custom_metadata, max_commit_retries=0)
+        commit = _commit_properties(lineage)
+        update = changed_predicate(update_if_changed) if update_matched else False
 
-        for attempt in range(_COMMIT_RETRIES):
-            creating = False
+        def attempt() -> WriteResult:
+            if mode is WriteMode.MERGE and self.exists(spec.path):
+                return self._merge(spec, arrow, merge_keys, update, delete_unmatched, commit)
+            return self._create_or_append(spec, arrow, mode, partition_by, lineage)
+
+        return self._retrying(attempt)
+
+    def delete(self, table: str, predicate: str, *, lineage: Lineage | None = None) -> WriteResult:
+        """Delete the rows matching a SQL `predicate`, as one commit tagged with the run like a write."""
+        spec = table_spec(table)
+        commit = _commit_properties(lineage)
+
+        def attempt() -> WriteResult:
+            dt = self.delta_table(spec.path)
+            metrics = dt.delete(predicate, commit_properties=commit)
+            deleted = int(metrics.get("num_deleted_rows", 0))
+            return WriteResult(spec.path, WriteMode.DELETE, dt.version(), 0, 0, deleted=deleted)
+
+        return self._retrying(attempt)
+
+    def _retrying(self, attempt: Callable[[], _T]) -> _T:
+        """Run one commit, retrying it when another writer's commit won the race for the Delta log."""
+        for n in range(_COMMIT_RETRIES):
+            last = n == _COMMIT_RETRIES - 1
             try:
-                if mode is WriteMode.MERGE and self.exists(spec.path):
-                    update = _changed_predicate(update_if_changed) if update_matched else False
-                    return self._merge(spec, arrow, merge_keys, update, delete_unmatched, commit)
-                # A merge into a missing table creates it, but only if it is still missing: appending
-                # would duplicate the keys of a writer that created it since exists() said no.
-                creating = mode is WriteMode.MERGE
-                write_deltalake(
-                    uri,
-                    arrow,
-                    mode="overwrite" if mode is WriteMode.OVERWRITE else "error" if creating else "append",
-                    schema_mode=(
-                        "overwrite" if mode is WriteMode.OVERWRITE else None if creating else "merge"
-                    ),
-                    partition_by=list(partition_by) if partition_by else None,
-                    storage_options=self.storage_options(),
-                    commit_properties=create_commit if creating else commit,
-                )
-                version = self.delta_table(spec.path).version()
-                return WriteResult(spec.path, mode, version, arrow.num_rows, arrow.num_rows)
+                return attempt()
             except CommitFailedError:
-                if attempt == _COMMIT_RETRIES - 1:
+                if last:
                     raise
-                time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
-            except DeltaError:
-                # Another writer created the table first: merge into it on the next attempt.
-                if not creating or attempt == _COMMIT_RETRIES - 1 or not self.exists(spec.path):
-                    raise
+                time.sleep(random.uniform(0.05, 0.25) * (n + 1))
+            except _LostCreate as lost:
+                if last:
+                    raise lost.error from None
         raise AssertionError("unreachable")
+
+    def _create_or_append(
+        self,
+        spec: TableSpec,
+        arrow: pa.Table,
+        mode: WriteMode,
+        partition_by: Sequence[str] | None,
+        lineage: Lineage | None,
+    ) -> WriteResult:
+        # A merge into a missing table creates it, but only if it is still missing: appending would
+        # duplicate the keys of a writer that created it since exists() said no. Creating must fail,
+        # not be rebased onto a table another writer just created (delta-rs would commit it as
+        # version 1 on top of theirs): no commit retries for it.
+        creating = mode is WriteMode.MERGE
+        try:
+            write_deltalake(
+                self.uri(spec),
+                arrow,
+                mode="overwrite" if mode is WriteMode.OVERWRITE else "error" if creating else "append",
+                schema_mode="overwrite" if mode is WriteMode.OVERWRITE else None if creating else "merge",
+                partition_by=list(partition_by) if partition_by else None,
+                storage_options=self.storage_options(),
+                commit_properties=_commit_properties(lineage, retries=0 if creating else None),
+            )
+        except CommitFailedError:
+            raise
+        except DeltaError as exc:
+            if creating and self.exists(spec.path):
+                raise _LostCreate(exc) from exc  # another writer created it first: merge into theirs
+            raise
+        version = self.delta_table(spec.path).version()
+        return WriteResult(spec.path, mode, version, arrow.num_rows, arrow.num_rows)
 
     def _merge(
         self,
@@ -300,7 +331,7 @@ class LakeResource(dg.ConfigurableResource):
         commit: CommitProperties,
     ) -> WriteResult:
         dt = self.delta_table(spec.path)
-        predicate = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
+        predicate = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
         merger = dt.merge(
             arrow,
             predicate=predicate,
@@ -347,14 +378,14 @@ class LakeResource(dg.ConfigurableResource):
         allowed: list[str] = []
         for spec in specs:
             dt = self.delta_table(spec.path, at.get(spec.path))
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(spec.layer)}")
-            view = f"{_quote(spec.layer)}.{_quote(spec.name)}"
-            files = _plain_parquet_files(dt) if not self.is_remote else None
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.layer)}")
+            view = f"{quote(spec.layer)}.{quote(spec.name)}"
+            files = plain_parquet_files(dt) if not self.is_remote else None
             if files:
                 # DuckDB's own Parquet reader over the version's data files: 2-4x faster than scanning
                 # a pyarrow dataset (bench/lake.py), and still no extension.
-                columns = ", ".join(_quote(f.name) for f in dt.schema().fields)
-                listing = ", ".join(_sql_str(f) for f in files)
+                columns = ", ".join(quote(f.name) for f in dt.schema().fields)
+                listing = ", ".join(sql_str(f) for f in files)
                 try:
                     con.execute(
                         f"CREATE OR REPLACE VIEW {view} AS SELECT {columns} "
@@ -366,28 +397,10 @@ class LakeResource(dg.ConfigurableResource):
                     pass  # e.g. a column no data file has yet: the pyarrow dataset handles it
             hidden = f"__{spec.layer}__{spec.name}"
             con.register(hidden, dt.to_pyarrow_dataset())
-            con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {_quote(hidden)}")
+            con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {quote(hidden)}")
         if safe:
-            self._seal(con, allowed)
+            seal(con, allowed, self.sql_memory_limit)
         return con
-
-    def _seal(self, con: duckdb.DuckDBPyConnection, allowed: Sequence[str]) -> None:
-        """Lock `con` down for user SQL: no file access beyond `allowed`, no temp folder, capped memory."""
-        # DuckDB adds its temp folder (default `.tmp` in the working directory) to allowed_directories,
-        # readable and writable by SQL: without one, nothing spills to disk and no directory is open.
-        con.execute("SET temp_directory = ''")
-        try:
-            con.execute(f"SET memory_limit = {_sql_str(self.sql_memory_limit)}")
-        except duckdb.Error as exc:
-            con.close()
-            raise ValueError(
-                f"bad SQL memory limit {self.sql_memory_limit!r} ({SQL_MEMORY_ENV}): expected a size such as "
-                f"512MB, 2GB or 80% ({exc})"
-            ) from None
-        if allowed:  # exactly the data files of the views' versions, read-only
-            con.execute(f"SET allowed_paths = [{', '.join(_sql_str(f) for f in allowed)}]")
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
 
     def sql(
         self,
@@ -404,7 +417,7 @@ class LakeResource(dg.ConfigurableResource):
         limit = self.sql_timeout_s if timeout_s is None else timeout_s
         con = self.connect(at)
         try:
-            with _interrupt_after(con, limit):
+            with interrupt_after(con, limit):
                 relation = con.sql(query)
                 return relation.fetch_arrow_table() if relation is not None else pa.table({})
         except duckdb.InterruptException:
@@ -421,7 +434,7 @@ class LakeResource(dg.ConfigurableResource):
             raise self._access_error(str(exc)) from None
         except duckdb.CatalogException as exc:
             missing = re.search(r"Table with name (.+?) does not exist", str(exc))
-            if missing and _looks_like_a_file(missing.group(1)):
+            if missing and looks_like_a_file(missing.group(1)):
                 raise self._access_error(f"{missing.group(1)!r} is a file, not a lake view") from None
             raise duckdb.CatalogException(f"{exc}\nLake views: {self._view_names()}") from None
         finally:
@@ -437,102 +450,27 @@ class LakeResource(dg.ConfigurableResource):
         return ", ".join(s.sql_name for s in self.tables()) or "none yet"
 
 
-def sql_limits_from_env() -> dict[str, Any]:
-    """`sql_timeout_s` and `sql_memory_limit` from NEXA_SQL_TIMEOUT_S and NEXA_SQL_MEMORY_LIMIT when set."""
-    limits: dict[str, Any] = {}
-    timeout = os.environ.get(SQL_TIMEOUT_ENV, "").strip()
-    if timeout:
-        try:
-            limits["sql_timeout_s"] = float(timeout)
-        except ValueError:
-            raise ValueError(f"{SQL_TIMEOUT_ENV}={timeout!r}: expected seconds, e.g. 30 (0: no limit)") from None
-    memory = os.environ.get(SQL_MEMORY_ENV, "").strip()
-    if memory:
-        limits["sql_memory_limit"] = memory
-    return limits
+class _LostCreate(Exception):
+    """Another writer created the table this merge meant to create: retry as a merge into theirs."""
+
+    def __init__(self, error: DeltaError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
-@contextmanager
-def _interrupt_after(con: duckdb.DuckDBPyConnection, seconds: float) -> Iterator[None]:
-    """Interrupt `con`'s running query after `seconds` (0: never): DuckDB has no statement timeout."""
-    if not seconds:
-        yield
-        return
-    timer = threading.Timer(seconds, con.interrupt)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-        timer.join()  # an interrupt already under way finishes before the connection is closed
+def _commit_properties(lineage: Lineage | None, retries: int | None = None) -> CommitProperties:
+    """Delta commit properties naming the writing run, so `history` shows who committed what."""
+    custom_metadata = {"nexa.run_id": lineage.run_id} if lineage else None
+    if retries is None:
+        return CommitProperties(custom_metadata=custom_metadata)
+    return CommitProperties(custom_metadata=custom_metadata, max_commit_retries=retries)
 
 
-def _looks_like_a_file(name: str) -> bool:
-    """Whether a name DuckDB could not find as a table is a file path (`FROM '/etc/passwd'`)."""
-    return bool(re.search(r"[/\\~:]|\.\w{1,8}$", name))
-
-
-def _changed_predicate(columns: Sequence[str]) -> str | bool:
-    """The merge's update condition: rows where one of `columns` differs, or True (every matched row)."""
-    if not columns:
-        return True
-    return " OR ".join(f"(t.{_quote(c)} IS DISTINCT FROM s.{_quote(c)})" for c in columns)
-
-
-def _sql_str(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _plain_parquet_files(dt: DeltaTable) -> list[str] | None:
-    """The table's data files if plain read_parquet reads it exactly: no partitions, DVs or column mapping."""
-    protocol = dt.protocol()
-    if protocol.min_reader_version > 1 or dt.metadata().partition_columns:
-        return None
-    files = dt.file_uris()
-    if not files or any("://" in f for f in files):
-        return None
-    return files
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def _parse_version(version: int | str | datetime) -> int | datetime:
-    if isinstance(version, (int, datetime)):
-        return version
-    text = str(version).strip()
-    if re.fullmatch(r"\d+", text):
-        return int(text)
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"bad version {version!r}: expected a Delta version number (e.g. 3) or an ISO timestamp "
-            "(e.g. 2026-11-22T10:00:00Z)"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def _version_at(dt: DeltaTable, when: datetime, table: str) -> int:
-    """The last version committed at or before `when`, from the commit timestamps (ms) in the log.
-
-    delta-rs would resolve timestamps from object modification times, which S3 keeps to the second.
-    """
-    millis = when.timestamp() * 1000
-    versions = [h["version"] for h in dt.history() if h.get("timestamp", 0) <= millis]
-    if not versions:
-        raise ValueError(f"{table} has no version at or before {when.isoformat()}")
-    return max(versions)
-
-
-def parse_at(items: Iterable[str]) -> dict[str, str]:
-    """Parse CLI `--at layer.table=VERSION` items."""
-    out: dict[str, str] = {}
-    for item in items:
-        name, sep, version = item.partition("=")
-        if not sep or not name or not version:
-            raise ValueError(f"bad --at {item!r}: expected layer.table=VERSION, e.g. raw.prompts=3")
-        out[table_spec(name).path] = version
-    return out
+def _unique_on_keys(spec: TableSpec, data: pl.DataFrame, keys: tuple[str, ...]) -> pl.DataFrame:
+    """The rows of a merge, the last of each key; keys missing raise with the table's name."""
+    if not keys:
+        raise ValueError(f"merge into {spec.path} needs key columns; pass keys=[...]")
+    missing = [k for k in keys if k not in data.columns]
+    if missing:
+        raise ValueError(f"merge into {spec.path}: key columns {missing} are not in the rows")
+    return data.unique(subset=list(keys), keep="last", maintain_order=True)

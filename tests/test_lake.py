@@ -23,10 +23,10 @@ from nexa_resources.lake import (
     SqlLimitError,
     WriteMode,
     WriteResult,
-    _parse_version,
-    parse_at,
     with_lineage,
 )
+from nexa_resources.lake_sql import parse_at
+from nexa_resources.lake_sql import parse_version as _parse_version
 from nexa_resources.tables import LINEAGE_COLUMNS, TABLES, table_spec
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -157,6 +157,17 @@ def test_merge_can_delete_rows_missing_from_the_source(lake):
     table = lake.read("sft/examples").sort("example_id")
     assert table["example_id"].to_list() == ["b", "c", "d"]
     assert table["run_id"].to_list() == ["r1", "r1", "r2"]  # unchanged rows keep their lineage
+
+
+def test_delete_commits_a_version_tagged_with_the_run(lake):
+    lake.write("raw/prompts", prompts(range(4)), mode="overwrite", lineage=Lineage("run-a"))
+    result = lake.delete("raw/prompts", "prompt_id IN ('p1', 'p2')", lineage=Lineage("run-b"))
+    assert (result.mode, result.version, result.deleted) == (WriteMode.DELETE, 1, 2)
+    assert sorted(lake.read("raw/prompts")["prompt_id"].to_list()) == ["p0", "p3"]
+    history = lake.history("raw/prompts")
+    assert history[0]["operation"] == "DELETE"
+    assert history[0].get("nexa.run_id") == "run-b"
+    assert lake.delete("raw/prompts", "prompt_id = 'p9'").deleted == 0
 
 
 def test_bad_write_mode(lake):

@@ -222,7 +222,7 @@ def feedback_loop(
     # A re-judged round replaces its own open requests (e.g. after a threshold change).
     if lake.exists("feedback/requests"):
         # A re-judged round (e.g. with new thresholds) replaces the open requests it made before.
-        lake.delta_table("feedback/requests").delete(f"round = {int(round_)} AND status = 'open'")
+        lake.delete("feedback/requests", f"round = {int(round_)} AND status = 'open'", lineage=lineage)
     wrote_requests = None
     if requests is not None and requests.height:
         wrote_requests = lake.write("feedback/requests", requests, mode="merge", lineage=lineage)
