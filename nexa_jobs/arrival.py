@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from nexa_assets.rounds import TRIGGER_TAG
 from nexa_jobs.feedback_sensor import latest_loop_config
 from nexa_jobs.jobs import refresh_job
 from nexa_resources.inputs import InputFile, InputsResource
+from nexa_resources.profiles import settings_env
 
 BATCH_ENV = "NEXA_ARRIVAL_BATCH_FILES"
 MAX_RUNS_ENV = "NEXA_ARRIVAL_MAX_RUNS_PER_TICK"
@@ -55,7 +55,7 @@ BATCH_TAG = "nexa/batch"
 
 
 def _env_int(name: str, default: int, minimum: int = 1) -> int:
-    raw = os.environ.get(name)
+    raw = settings_env().get(name)
     if raw is None or raw.strip() == "":
         return default
     try:

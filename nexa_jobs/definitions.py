@@ -16,8 +16,7 @@ from nexa_resources.teacher import TeacherResource
 
 
 def build_resources() -> dict[str, object]:
-    """Resources for the current environment: NEXA_LAKE_ROOT, NEXA_INPUT_URI, NEXA_TEACHER_*,
-    NEXA_JUDGE_* and AWS_* (see docs/configuration.md)."""
+    """The resources of the profile NEXA_PROFILE selects, each setting overridden by its env var (`nexa config`)."""
     return {
         "lake": LakeResource.from_env(),
         "inputs": InputsResource.from_env(),

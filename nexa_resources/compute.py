@@ -31,6 +31,8 @@ from typing import Any, Protocol
 import dagster as dg
 from pydantic import Field, PrivateAttr, field_validator
 
+from nexa_resources.profiles import settings_env
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BRIDGE_SCRIPT = Path(__file__).resolve().with_name("sky_bridge.py")
 TRAIN_TASK_YAML = REPO_ROOT / "sky" / "train.yaml"
@@ -610,7 +612,7 @@ class ComputeResource(dg.ConfigurableResource):
         """NEXA_COMPUTE_BACKEND, NEXA_COMPUTE_ACCELERATORS (A10:1,A100:1), NEXA_COMPUTE_BUCKET, NEXA_COMPUTE_SPOT,
         NEXA_COMPUTE_MAX_PRICE_PER_HOUR, NEXA_COMPUTE_MAX_TOTAL_USD, NEXA_COMPUTE_HOURS,
         NEXA_COMPUTE_MIN_GPU_MEMORY_GB, NEXA_COMPUTE_CLOUD, NEXA_COMPUTE_REGION, NEXA_SKY_CATALOG_DIR."""
-        env = os.environ
+        env = settings_env()
         settings: dict[str, Any] = {}
         if env.get("NEXA_COMPUTE_BACKEND"):
             settings["backend"] = env["NEXA_COMPUTE_BACKEND"].strip().lower()

@@ -11,6 +11,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from nexa_resources.profiles import settings_env
+
 DEFAULT_INPUT = "inputs"
 INPUT_ENV = "NEXA_INPUT_URI"
 # Names that are still being written by convention (editors, rsync, aws s3 cp multipart staging).
@@ -94,7 +96,7 @@ class InputsResource(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> InputsResource:
-        return cls(uri=os.environ.get(INPUT_ENV) or DEFAULT_INPUT)
+        return cls(uri=settings_env().get(INPUT_ENV) or DEFAULT_INPUT)
 
     @property
     def is_s3(self) -> bool:

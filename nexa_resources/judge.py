@@ -8,7 +8,6 @@ rubric messages and the sampling), so a pair judged again costs nothing, as a te
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from nexa_assets.evaluate.structural_judge import judge_structural_batch
 from nexa_assets.text import content_hash
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import ChatResult, run_sync
+from nexa_resources.profiles import settings_env
 from nexa_resources.teacher import Endpoint, _endpoint_env
 
 JUDGE_KINDS: tuple[str, ...] = ("structural", "llm")
@@ -92,12 +92,13 @@ class JudgeResource(Endpoint):
         gpt-4.1-mini, or gpt-4o-mini when NEXA_TEACHER_MODEL is gpt-4.1-mini); NEXA_JUDGE_REFERENCE=1 turns the
         `reference` option on."""
         settings = _endpoint_env("NEXA_JUDGE")
-        settings["reference"] = os.environ.get("NEXA_JUDGE_REFERENCE", "").strip().lower() in {"1", "true", "yes", "on"}
-        kind = os.environ.get("NEXA_JUDGE") or ("llm" if settings.get("api_key") else "structural")
+        env = settings_env()
+        settings["reference"] = env.get("NEXA_JUDGE_REFERENCE", "").strip().lower() in {"1", "true", "yes", "on"}
+        kind = env.get("NEXA_JUDGE") or ("llm" if settings.get("api_key") else "structural")
         if kind == "llm" and settings.get("api_key") and not settings["base_url"]:
             settings["base_url"] = OPENAI_BASE_URL
         if settings["base_url"] and not settings["model"]:
-            settings["model"] = default_judge_model(os.environ.get("NEXA_TEACHER_MODEL", ""))
+            settings["model"] = default_judge_model(env.get("NEXA_TEACHER_MODEL", ""))
         return cls(kind=kind, **settings)
 
     def _check_kind(self) -> None:

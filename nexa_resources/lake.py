@@ -47,6 +47,7 @@ from nexa_resources.lake_sql import (
     sql_str,
     version_at,
 )
+from nexa_resources.profiles import settings_env
 from nexa_resources.run_worker import tag_run_worker
 from nexa_resources.storage import storage_options_from_env
 from nexa_resources.tables import TABLES, TableSpec, table_spec
@@ -137,7 +138,7 @@ class LakeResource(dg.ConfigurableResource):
     @classmethod
     def from_env(cls, root: str | None = None) -> LakeResource:
         """The lake named by `root`, else NEXA_LAKE_ROOT, else ./data_lake; SQL limits from their variables."""
-        return cls(root=root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT, **sql_limits_from_env())
+        return cls(root=root or settings_env().get(ROOT_ENV) or DEFAULT_ROOT, **sql_limits_from_env())
 
     # ----------------------------------------------------------------- locations
 

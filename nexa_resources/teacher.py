@@ -7,7 +7,6 @@ variables (Dagster `EnvVar`), are never logged and never written anywhere.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import dagster as dg
@@ -19,6 +18,7 @@ from nexa_resources.local_model import (
     LocalModelServer,
     ensure_local_model,
 )
+from nexa_resources.profiles import secret_env, settings_env
 
 LOCAL_MODEL_ID = f"local/{LOCAL_MODEL_NAME}"
 # The local model answers in batches (nexa_resources.batch_server): 128 in flight fill one batch.
@@ -232,18 +232,18 @@ class TeacherResource(Endpoint):
 
 
 def _endpoint_env(prefix: str) -> dict[str, Any]:
+    env = settings_env()
     settings: dict[str, Any] = {
-        "base_url": os.environ.get(f"{prefix}_BASE_URL", ""),
-        "model": os.environ.get(f"{prefix}_MODEL", ""),
+        "base_url": env.get(f"{prefix}_BASE_URL", ""),
+        "model": env.get(f"{prefix}_MODEL", ""),
     }
-    for var in (f"{prefix}_API_KEY", "OPENAI_API_KEY"):
-        if os.environ.get(var):
-            settings["api_key"] = dg.EnvVar(var)
-            break
-    if os.environ.get(f"{prefix}_MAX_CONCURRENCY"):
-        settings["max_concurrency"] = int(os.environ[f"{prefix}_MAX_CONCURRENCY"])
-    if prefix == "NEXA_TEACHER" and os.environ.get("NEXA_TEACHER_TOP_LOGPROBS"):
-        settings["top_logprobs"] = int(os.environ["NEXA_TEACHER_TOP_LOGPROBS"])
-    if os.environ.get(f"{prefix}_MAX_TOKENS"):
-        settings["max_tokens"] = int(os.environ[f"{prefix}_MAX_TOKENS"])
+    api_key = secret_env(f"{prefix}_API_KEY", "OPENAI_API_KEY")
+    if api_key is not None:
+        settings["api_key"] = api_key
+    if env.get(f"{prefix}_MAX_CONCURRENCY"):
+        settings["max_concurrency"] = int(env[f"{prefix}_MAX_CONCURRENCY"])
+    if prefix == "NEXA_TEACHER" and env.get("NEXA_TEACHER_TOP_LOGPROBS"):
+        settings["top_logprobs"] = int(env["NEXA_TEACHER_TOP_LOGPROBS"])
+    if env.get(f"{prefix}_MAX_TOKENS"):
+        settings["max_tokens"] = int(env[f"{prefix}_MAX_TOKENS"])
     return settings

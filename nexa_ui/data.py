@@ -7,7 +7,6 @@ Reads are cached per (lake root, table, Delta version): a page rerun costs one v
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,15 @@ import pyarrow as pa
 import streamlit as st
 
 from nexa_resources.lake import DEFAULT_ROOT, ROOT_ENV, LakeResource, sql_limits_from_env
+from nexa_resources.profiles import settings_env
 
 # How long a table's latest version is trusted before the lake is asked again (seconds).
 VERSION_TTL_S = 5
 
 
 def lake_root() -> str:
-    """The lake the dashboard shows: NEXA_LAKE_ROOT, else ./data_lake (as every other Nexa entry point)."""
-    return os.environ.get(ROOT_ENV) or DEFAULT_ROOT
+    """The lake the dashboard shows: NEXA_LAKE_ROOT, else the profile's, else ./data_lake (as every entry point)."""
+    return settings_env().get(ROOT_ENV) or DEFAULT_ROOT
 
 
 @st.cache_resource(show_spinner=False)
