@@ -1,4 +1,4 @@
-"""The `nexa` command: materialize assets, query the lake with SQL, inspect tables and history."""
+"""The `nexa` command: materialize assets, query the lake with SQL, inspect tables, history and configuration."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import polars as pl
 from nexa_jobs.train_plan import register as register_train_plan
 from nexa_resources.lake import LakeResource, SqlAccessError, SqlLimitError
 from nexa_resources.lake_sql import parse_at
+from nexa_resources.profiles import PROFILE_ENV, PROFILES, resolve_all
 from nexa_resources.run_worker import fail_dead_runs, worker_tags
 
 FORMATS = ("table", "csv", "json")
@@ -165,6 +166,20 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    resolved = resolve_all(profile=args.profile)
+    rows = [{"setting": r.setting.env, "value": r.shown(), "source": r.source} for r in resolved]
+    if args.format != "table":
+        _print_frame(pl.DataFrame(rows), args.format)
+        return 0
+    name = next(r.value for r in resolved if r.setting.env == PROFILE_ENV)
+    print(f"profile {name}: {PROFILES[name]}\n")
+    widths = {key: max(len(row[key]) for row in rows) for key in ("setting", "value")}
+    for row in rows:
+        print(f"{row['setting']:<{widths['setting']}}  {row['value']:<{widths['value']}}  {row['source']}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from nexa_jobs.demo import main as demo_main
 
@@ -198,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("table", help="layer.table, e.g. raw.prompts")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("config", help="every setting's value and where it came from (env, profile, default)")
+    p.add_argument("--profile", choices=list(PROFILES), help="resolve for this profile instead of NEXA_PROFILE's")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("demo", help="run the pipeline on the embedded defaults and print a summary")
     p.set_defaults(func=_demo)
