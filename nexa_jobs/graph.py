@@ -42,19 +42,19 @@ def mermaid(defs: dg.Definitions) -> str:
     graph = defs.resolve_asset_graph()
     chart = _Chart()
     for key in graph.toposorted_asset_keys:
-        name = key.to_user_string()
         children = sorted(child.to_user_string() for child in graph.get(key).child_keys)
         if children:
-            chart.lines.append(f"    {chart.ref(name)} --> " + " & ".join(chart.ref(c) for c in children))
-        elif name not in chart.seen:
-            chart.lines.append(f"    {chart.ref(name)}")
+            chart.lines.append(f"    {chart.ref(key.to_user_string())} --> " + " & ".join(map(chart.ref, children)))
     for sensor in sorted(defs.sensors or [], key=lambda s: s.name):
         job = defs.resolve_job_def(sensor.job_name)
         selected = job.asset_layer.selected_asset_keys
         roots = sorted(k.to_user_string() for k in selected if not graph.get(k).parent_keys & selected)
         sensor_node = chart.ref(sensor.name, "{{{{{}}}}}")
         chart.lines.append(f"    {_node(WATCHED[sensor.name])} -.-> {sensor_node}")
-        chart.lines.append(f"    {_node(sensor.name)} -. {sensor.job_name} .-> " + " & ".join(map(_node, roots)))
+        chart.lines.append(f"    {_node(sensor.name)} -. {sensor.job_name} .-> " + " & ".join(map(chart.ref, roots)))
+    for key in sorted(graph.get_all_asset_keys()):
+        if key.to_user_string() not in chart.seen:
+            chart.lines.append(f"    {chart.ref(key.to_user_string())}")
     return "```mermaid\n" + "\n".join(chart.lines) + "\n```\n"
 
 

@@ -10,7 +10,6 @@ only (never from config, so keys never reach Dagster metadata):
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import time

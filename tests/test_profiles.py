@@ -14,7 +14,8 @@ from nexa_jobs.cli import main
 from nexa_resources import profiles
 from nexa_resources.compute import ComputeResource
 from nexa_resources.inputs import DEFAULT_INPUT, InputsResource
-from nexa_resources.lake import DEFAULT_ROOT, DEFAULT_SQL_MEMORY_LIMIT, DEFAULT_SQL_TIMEOUT_S, LakeResource
+from nexa_resources.lake import DEFAULT_ROOT, LakeResource
+from nexa_resources.lake_sql import DEFAULT_SQL_MEMORY_LIMIT, DEFAULT_SQL_TIMEOUT_S
 from nexa_resources.teacher import TeacherResource
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
