@@ -1,4 +1,4 @@
-# Nexa — `make demo` runs the pipeline, `make test` the suite; both set up .venv first when needed.
+# Nexa — `make demo` runs the pipeline, `make test` the suite, `make lint` the checks; all set up .venv first when needed.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_UPDATE_CHECK := 1
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: setup system-deps demo test bench bench-efficacy clean-lake up down
+.PHONY: setup system-deps demo test lint format bench bench-efficacy clean-lake up down
 
 setup: $(STAMP) $(SKY_STAMP)
 
@@ -45,6 +45,16 @@ system-deps:
 
 test: setup system-deps
 	OMP_NUM_THREADS=1 $(PY) -m pytest
+
+# ruff (lint and format) and mypy, configured in pyproject.toml; `make format` rewrites what `make lint` checks.
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: setup
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 # Dagster UI + daemon (DAGSTER_HOME=.dagster_home) and the Streamlit dashboard on 127.0.0.1; Ctrl-C stops both.
 # `make up BACKGROUND=1` returns once both answer; `make down` stops them (nexa_ui/up.py).

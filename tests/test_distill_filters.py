@@ -322,7 +322,7 @@ def test_near_duplicates_are_fast_and_exact_on_a_few_thousand_texts():
     vocabulary = [f"w{i}" for i in range(400)]
     texts = [" ".join(rng.choice(vocabulary) for _ in range(120)) for _ in range(3000)]
     planted = {}
-    for k in range(40):
+    for _ in range(40):
         source = rng.randrange(3000)
         words = texts[source].split()
         words[rng.randrange(len(words))] = "changed"
