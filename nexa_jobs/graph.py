@@ -46,7 +46,7 @@ def mermaid(defs: dg.Definitions) -> str:
         if children:
             chart.lines.append(f"    {chart.ref(key.to_user_string())} --> " + " & ".join(map(chart.ref, children)))
     for sensor in sorted(defs.sensors or [], key=lambda s: s.name):
-        job = defs.resolve_job_def(sensor.job_name)
+        job = defs.resolve_job_def(sensor.job_name)  # type: ignore[arg-type]  # every Nexa sensor names its job
         selected = job.asset_layer.selected_asset_keys
         roots = sorted(k.to_user_string() for k in selected if not graph.get(k).parent_keys & selected)
         sensor_node = chart.ref(sensor.name, "{{{{{}}}}}")
