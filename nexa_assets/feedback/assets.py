@@ -5,7 +5,7 @@ requests or next-round estimate are not written yet."""
 
 import json
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import dagster as dg
 import polars as pl
@@ -56,19 +56,26 @@ COST_SOURCES = [
 ]
 
 
+RULES = LoopRules()
+
+
 class FeedbackConfig(dg.Config):
-    """Thresholds per metric, the loop's stop rules, and how many prompts a round may buy."""
+    """Thresholds per metric, the loop's stop rules (defaults: LoopRules'), and how many prompts a round may buy."""
 
     round: int | None = Field(
         default=None,
         description="The round being judged; unset: the run's nexa/round tag, else the latest round (a manual "
         "run re-judges the current round, e.g. with new thresholds).",
     )
-    default_threshold: float = Field(default=3.5, ge=1, le=5, description="Pass mark of every metric (1–5 scale).")
+    default_threshold: float = Field(
+        default=RULES.default_threshold, ge=1, le=5, description="Pass mark of every metric (1–5 scale)."
+    )
     thresholds: dict[str, float] = Field(default_factory=dict, description="Per-metric pass marks (override).")
-    max_rounds: int = Field(default=3, ge=0, description="Feedback rounds one loop may launch (the round cap).")
+    max_rounds: int = Field(
+        default=RULES.max_rounds, ge=0, description="Feedback rounds one loop may launch (the round cap)."
+    )
     min_improvement: float = Field(
-        default=0.0,
+        default=RULES.min_improvement,
         ge=0,
         description="Floor on the focus cells' paired mean lift (score points) on top of its 95% interval lying "
         "above 0; 0: the interval alone decides. Stop (no_improvement) when either fails.",
@@ -82,14 +89,14 @@ class FeedbackConfig(dg.Config):
     )
     min_per_cell: int = Field(default=1, ge=0, description="Prompts every weak (domain, task_type) gets first.")
     budget_usd: float | None = Field(
-        default=None,
+        default=RULES.budget_usd,
         ge=0,
         description="USD the loop may spend (teacher, judge, GPU and evaluation, its first round included). Stop "
         "(budget_exhausted) when what it spent plus the next round's estimate would exceed it, or when either is "
         "unknown (a model without a price). Unset: no budget.",
     )
     min_gain_per_usd: float | None = Field(
-        default=None,
+        default=RULES.min_gain_per_usd,
         ge=0,
         description="Floor on the last round's focus lift (score points, 1–5 scale) per USD it cost. Stop "
         "(low_gain_per_dollar) below it, or when that round's $ is unknown; a free round never stops. Unset: no floor.",
@@ -99,14 +106,7 @@ class FeedbackConfig(dg.Config):
         unknown = sorted(set(self.thresholds) - set(metrics))
         if unknown:
             raise ValueError(f"unknown metrics in thresholds: {unknown}; valid values are {', '.join(metrics)}")
-        return LoopRules(
-            self.default_threshold,
-            dict(self.thresholds),
-            self.max_rounds,
-            self.min_improvement,
-            budget_usd=self.budget_usd,
-            min_gain_per_usd=self.min_gain_per_usd,
-        )
+        return LoopRules(**{f.name: getattr(self, f.name) for f in fields(LoopRules)})
 
 
 @dg.multi_asset(

@@ -1,6 +1,7 @@
 """train/checkpoints: train a student on an exact sft/examples version, wherever `compute` runs it."""
 
 from collections.abc import Iterator
+from dataclasses import fields, replace
 from typing import Any
 
 import dagster as dg
@@ -9,7 +10,7 @@ from pydantic import Field
 from nexa_assets.rounds import resolve_round, round_field
 from nexa_assets.train.config import TrainConfig
 from nexa_assets.train.local import TrainingCompute
-from nexa_assets.train.presets import DEFAULT_PRESET, PRESETS
+from nexa_assets.train.presets import PRESETS
 from nexa_assets.train.register import artifact_uri, checkpoint_id, checkpoint_row
 from nexa_assets.train.report import loss_plot_markdown
 from nexa_resources.lake import LakeResource, Lineage
@@ -19,22 +20,33 @@ EXAMPLES = dg.AssetKey(["sft", "examples"])
 LOGPROBS = dg.AssetKey(["distill", "logprobs"])  # kd trains on them; a round scores its SFT rows before training
 
 
-class CheckpointConfig(dg.Config):
-    """What to train (the student preset and its hyperparameters) and on which SFT version."""
+DEFAULTS = TrainConfig()
 
-    preset: str = Field(default=DEFAULT_PRESET, description=f"Student preset: {', '.join(PRESETS)}.")
-    max_steps: int = Field(default=-1, description="Optimizer steps; > 0 overrides epochs.")
-    epochs: float = Field(default=3.0, gt=0, description="Passes over the train split (when max_steps <= 0).")
-    learning_rate: float | None = Field(default=None, gt=0, description="Peak learning rate (preset default).")
-    batch_size: int = Field(default=4, gt=0, description="Rows per optimizer step (4 suits SFT sets of 10–50 rows).")
-    grad_accum: int = Field(default=1, gt=0, description="Gradient accumulation steps.")
-    max_seq_len: int = Field(default=512, gt=0, description="Longer rows are cut from the end.")
-    lora: bool | None = Field(default=None, description="LoRA instead of a full fine-tune (preset default).")
-    lora_r: int = Field(default=16, gt=0)
-    lora_alpha: int = Field(default=32, gt=0)
-    bf16: bool | None = Field(default=None, description="bf16 autocast (preset default).")
-    seed: int = 0
-    save_steps: int = Field(default=50, gt=0, description="Checkpoint every this many steps (resumable).")
+
+class CheckpointConfig(dg.Config):
+    """What to train (the student preset and its hyperparameters) and on which SFT version; defaults: TrainConfig's."""
+
+    preset: str = Field(default=DEFAULTS.preset, description=f"Student preset: {', '.join(PRESETS)}.")
+    max_steps: int = Field(default=DEFAULTS.max_steps, description="Optimizer steps; > 0 overrides epochs.")
+    epochs: float = Field(
+        default=DEFAULTS.epochs, gt=0, description="Passes over the train split (when max_steps <= 0)."
+    )
+    learning_rate: float | None = Field(
+        default=DEFAULTS.learning_rate, gt=0, description="Peak learning rate (preset default)."
+    )
+    batch_size: int = Field(
+        default=DEFAULTS.batch_size, gt=0, description="Rows per optimizer step (4 suits SFT sets of 10–50 rows)."
+    )
+    grad_accum: int = Field(default=DEFAULTS.grad_accum, gt=0, description="Gradient accumulation steps.")
+    max_seq_len: int = Field(default=DEFAULTS.max_seq_len, gt=0, description="Longer rows are cut from the end.")
+    lora: bool | None = Field(default=DEFAULTS.lora, description="LoRA instead of a full fine-tune (preset default).")
+    lora_r: int = Field(default=DEFAULTS.lora_r, gt=0)
+    lora_alpha: int = Field(default=DEFAULTS.lora_alpha, gt=0)
+    bf16: bool | None = Field(default=DEFAULTS.bf16, description="bf16 autocast (preset default).")
+    seed: int = DEFAULTS.seed
+    save_steps: int = Field(
+        default=DEFAULTS.save_steps, gt=0, description="Checkpoint every this many steps (resumable)."
+    )
     sft_version: int | None = Field(default=None, ge=0, description="sft/examples version to train on (latest).")
     backend: str | None = Field(
         default=None, description="Expected compute backend (local | skypilot): fail fast if `compute` differs."
@@ -44,41 +56,27 @@ class CheckpointConfig(dg.Config):
     )
     round: int | None = round_field()
     distill_loss: str = Field(
-        default="none", description="none | kd: add a KL term to the teacher's stored top-k probabilities "
-        "(distill/logprobs; docs/distill.md)."
+        default=DEFAULTS.distill_loss, description="none | kd: add a KL term to the teacher's stored top-k "
+        "probabilities (distill/logprobs; docs/distill.md)."
     )
-    kd_temperature: float = Field(default=1.0, gt=0, description="KD softmax temperature (the KL is scaled by T²).")
-    kd_weight: float = Field(default=0.5, ge=0, description="Weight of the KD term beside the cross-entropy.")
+    kd_temperature: float = Field(
+        default=DEFAULTS.kd_temperature, gt=0, description="KD softmax temperature (the KL is scaled by T²)."
+    )
+    kd_weight: float = Field(
+        default=DEFAULTS.kd_weight, ge=0, description="Weight of the KD term beside the cross-entropy."
+    )
     logprobs_version: int | None = Field(
-        default=None, ge=0, description="distill/logprobs version KD reads (latest)."
+        default=DEFAULTS.logprobs_version, ge=0, description="distill/logprobs version KD reads (latest)."
     )
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            preset=self.preset,
-            lora=self.lora,
-            lora_r=self.lora_r,
-            lora_alpha=self.lora_alpha,
-            learning_rate=self.learning_rate,
-            epochs=self.epochs,
-            max_steps=self.max_steps,
-            batch_size=self.batch_size,
-            grad_accum=self.grad_accum,
-            max_seq_len=self.max_seq_len,
-            seed=self.seed,
-            save_steps=self.save_steps,
-            bf16=self.bf16,
-            distill_loss=self.distill_loss,
-            kd_temperature=self.kd_temperature,
-            kd_weight=self.kd_weight,
-            logprobs_version=self.logprobs_version,
-        )
+        """The TrainConfig of the fields both share; the rest keep TrainConfig's defaults."""
+        shared = {f.name for f in fields(TrainConfig)} & set(type(self).model_fields)
+        return TrainConfig(**{name: getattr(self, name) for name in shared})
 
 
 def _with_logprobs(train_config: TrainConfig, lake: LakeResource) -> TrainConfig:
     """A KD config with the exact distill/logprobs URI and version it trains on (the latest when unset)."""
-    from dataclasses import replace
-
     latest = lake.version("distill/logprobs")
     if latest is None:
         raise dg.Failure(
