@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 import polars as pl
+
+from nexa_resources.lake import LakeResource, WriteResult
 
 PREVIEW_ROWS = 5
 CELL_CHARS = 80
@@ -39,3 +42,11 @@ def counts(df: pl.DataFrame, by: Sequence[str]) -> dg.MetadataValue:
         return dg.MetadataValue.md("_no rows_")
     table = df.group_by(list(by)).len("rows").sort(list(by))
     return dg.MetadataValue.md(markdown_table(table, rows=table.height))
+
+
+def table_metadata(
+    lake: LakeResource, table: str, written: WriteResult | None, extra: Mapping[str, Any]
+) -> dict[str, Any]:
+    """An asset's materialization metadata: its write (else the table's version), row count, then `extra`."""
+    write = written.metadata() if written is not None else {"delta_version": lake.version(table)}
+    return {**write, "dagster/row_count": lake.read(table, columns=["run_id"]).height, **extra}

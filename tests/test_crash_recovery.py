@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from nexa_assets.distill.assets import COMPLETION_SCHEMA
-from nexa_assets.evaluate.assets import _answer, _client_maker
+from nexa_assets.evaluate.answering import answer_model as _answer, client_maker as _client_maker
 from nexa_assets.evaluate.predict import predict
 from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA
 from nexa_assets.taxonomy import TASK_TYPES

@@ -95,7 +95,7 @@ def test_a_lake_without_a_feedback_round_says_what_is_missing(lake):
 
 
 def test_eval_metrics_overall_pools_each_answer_once(planted):
-    from nexa_assets.evaluate.assets import overall_by_model
+    from nexa_assets.evaluate.summary import overall_by_model
 
     scores = planted.read("eval/scores")
     metrics = pl.DataFrame(

@@ -164,3 +164,13 @@ def cell_metrics(scores: pl.DataFrame, models: pl.DataFrame, scale: tuple[int, i
             }
         )
     return pl.DataFrame(rows, schema=METRIC_SCHEMA)
+
+
+def by_round(frame: pl.DataFrame, trained: pl.DataFrame, run_round: int) -> dict[int, pl.DataFrame]:
+    """eval/metrics rows per round: a checkpoint's rows carry the round it was trained in (`trained`:
+    checkpoint_id, round), reference models' the run's round."""
+    rounds = {r["checkpoint_id"]: r["round"] for r in trained.iter_rows(named=True)} if trained.height else {}
+    tagged = frame.with_columns(
+        pl.col("model_id").replace_strict(rounds, default=run_round, return_dtype=pl.Int64).alias("_round")
+    )
+    return {int(r): part.drop("_round") for (r,), part in tagged.partition_by("_round", as_dict=True).items()}

@@ -11,7 +11,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from nexa_assets.evaluate.assets import newest_checkpoint
+from nexa_assets.train.registry import newest_checkpoint
 from nexa_assets.evaluate.report import cell_heatmap_markdown
 from nexa_assets.evaluate.rubric import load_rubric
 from nexa_assets.feedback.requests import build_requests
