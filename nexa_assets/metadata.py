@@ -49,4 +49,4 @@ def table_metadata(
 ) -> dict[str, Any]:
     """An asset's materialization metadata: its write (else the table's version), row count, then `extra`."""
     write = written.metadata() if written is not None else {"delta_version": lake.version(table)}
-    return {**write, "dagster/row_count": lake.read(table, columns=["run_id"]).height, **extra}
+    return {**write, "dagster/row_count": lake.read(table, columns=["run_id"], missing_ok=True).height, **extra}

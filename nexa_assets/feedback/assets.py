@@ -3,41 +3,19 @@ data bought for them, and what each round cost against its estimate. One op writ
 materialization is reported, so the feedback sensor, which reacts to feedback/weaknesses, never sees a round whose
 requests or next-round estimate are not written yet."""
 
-import json
 from collections.abc import Iterator
-from dataclasses import fields, replace
+from dataclasses import fields
 
 import dagster as dg
-import polars as pl
 from pydantic import Field
 
-from nexa_assets.train.registry import newest_checkpoint
-from nexa_assets.evaluate.report import cell_heatmap_markdown
 from nexa_assets.evaluate.rubric import load_rubric
-from nexa_assets.feedback.requests import build_requests
-from nexa_assets.feedback.spend import (
-    CostTables,
-    Estimate,
-    estimate_made_for,
-    estimate_next,
-    ledger_row,
-    ledger_view,
-    measured,
-    round_costs,
-    spent,
-    usd_tag,
-)
-from nexa_assets.feedback.weakness import (
-    target,
-    LoopRules,
-    classify_cells,
-    focus_cells,
-    gain_per_usd,
-    judge_round,
-    spending_stop,
-)
-from nexa_assets.metadata import markdown_table
-from nexa_assets.rounds import ESTIMATE_TAG, resolve_round
+from nexa_assets.feedback.round import Buying, RoundError, judge_feedback_round
+from nexa_assets.feedback.summary import requests_metadata, round_log, rounds_metadata, weaknesses_metadata
+from nexa_assets.feedback.weakness import LoopRules
+from nexa_assets.metadata import table_metadata
+from nexa_assets.rounds import resolve_round
+from nexa_assets.train.registry import newest_checkpoint
 from nexa_resources.judge import JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 
@@ -108,6 +86,9 @@ class FeedbackConfig(dg.Config):
             raise ValueError(f"unknown metrics in thresholds: {unknown}; valid values are {', '.join(metrics)}")
         return LoopRules(**{f.name: getattr(self, f.name) for f in fields(LoopRules)})
 
+    def buying(self) -> Buying:
+        return Buying(**{f.name: getattr(self, f.name) for f in fields(Buying)})
+
 
 @dg.multi_asset(
     specs=[
@@ -156,207 +137,38 @@ def feedback_loop(
         rules = config.rules(rubric_metrics)
     except ValueError as exc:
         raise dg.Failure(str(exc)) from None
-    checkpoint = newest_checkpoint(lake)
-    model_id = checkpoint["checkpoint_id"]
-    metrics = lake.read("eval/metrics").filter(pl.col("judge_model") == judge.judge_model)
-    cells = classify_cells(metrics, model_id, rules)
-    if cells.is_empty():
-        raise dg.Failure(f"eval/metrics has no rows for checkpoint {model_id}: materialize the evaluate group first")
+    model_id = newest_checkpoint(lake)["checkpoint_id"]
     round_ = resolve_round(context, config.round, lake)
-    history = lake.read("feedback/weaknesses", missing_ok=True)
-    previous = history.filter(pl.col("round") == round_ - 1) if history.height else None
-
-    # Pair this checkpoint's scores with the previous round's checkpoint's, on the judge, rubric and eval
-    # set that this round's eval/metrics rows come from.
-    judged = lake.read("eval/scores").filter(pl.col("judge_model") == judge.judge_model)
-    scores = judged.filter(pl.col("model_id") == model_id)
-    mine = metrics.filter(pl.col("model_id") == model_id)
-    comparable = judged.filter(
-        (pl.col("rubric_version") == mine["rubric_version"][0]) & (pl.col("eval_set") == mine["eval_set"][0])
-    )
-    before = after = None
-    if previous is not None and previous.height:
-        previous_model = previous["model_id"][0]
-        before = comparable.filter(pl.col("model_id") == previous_model)
-        after = comparable.filter(pl.col("model_id") == model_id)
-    verdict = judge_round(cells, previous, rules, before, after)
-    weak = verdict.weak
-    lift = verdict.focus_lift
-
-    # What this round cost (measured) and the loop so far: rounds round_ - loop_round .. round_ are this loop's.
-    tables = CostTables.read(lake)
-    costs = round_costs(tables)
-    cost = measured(costs, round_)
-    spent_usd = spent(costs, round_ - verdict.loop_round, round_)
-    lift_mean = lift.mean if lift is not None else None
-    gain = gain_per_usd(lift_mean, cost.total_usd)
-
-    focus = focus_cells(weak, config.max_focus_cells) if verdict.stop_reason is None else []
-    targeted = target(verdict.cells, focus).filter(pl.col("targeted"))
-    requests = (
-        build_requests(targeted, scores, budget=config.prompts_per_round, for_round=round_ + 1, min_per_cell=config.min_per_cell)
-        if verdict.stop_reason is None
-        else None
-    )
-    # The next round's $, estimated before it runs from this round's unit costs; then the money rules.
-    next_round: Estimate | None = None
-    stop_detail: str | None = None
-    if requests is not None:
-        next_round = estimate_next(tables, costs, round_, model_id, int(requests["n_prompts"].sum()))
-        money = spending_stop(
-            rules,
-            loop_round=verdict.loop_round,
-            lift=lift_mean,
-            round_usd=cost.total_usd,
-            round_unknown=cost.unknown,
-            spent_usd=spent_usd,
-            next_usd=next_round.total_usd,
-            next_unknown=next_round.cost.unknown,
-        )
-        if money is not None:
-            reason, stop_detail = money
-            verdict, focus, requests = verdict.stopped(reason), [], None
-    verdict = replace(verdict, cells=target(verdict.cells, focus))
-    lineage = Lineage(run_id=context.run.run_id, round=round_)
+    try:
+        judged = judge_feedback_round(lake, judge.judge_model, model_id, round_, rules, config.buying())
+    except RoundError as exc:
+        raise dg.Failure(str(exc)) from None
+    lineage = Lineage.from_context(context, round_)
     # Requests first: once feedback/weaknesses is reported, the sensor may launch the next round at once.
-    # A re-judged round replaces its own open requests (e.g. after a threshold change).
     if lake.exists("feedback/requests"):
         # A re-judged round (e.g. with new thresholds) replaces the open requests it made before.
         lake.delete("feedback/requests", f"round = {int(round_)} AND status = 'open'", lineage=lineage)
+    requests = judged.requests
     wrote_requests = None
     if requests is not None and requests.height:
         wrote_requests = lake.write("feedback/requests", requests, mode="merge", lineage=lineage)
-    ledger = lake.read("feedback/rounds", missing_ok=True)
-    stop = verdict.stop_reason
-    row = ledger_row(
-        loop_id=rules.loop_id,
-        loop_round=verdict.loop_round,
-        checkpoint_id=model_id,
-        cost=cost,
-        estimated=estimate_made_for(ledger, round_),
-        spent_usd=spent_usd,
-        budget_usd=rules.budget_usd,
-        focus_lift=lift_mean,
-        gain_per_usd=gain,
-        min_gain_per_usd=rules.min_gain_per_usd,
-        next_round=next_round,
-        stop_reason=stop,
-        stop_detail=stop_detail,
-    )
+    row = judged.ledger_row(lake.read("feedback/rounds", missing_ok=True))
     wrote_round = lake.write("feedback/rounds", row, mode="merge", lineage=lineage)
-    written = lake.write(
-        "feedback/weaknesses",
-        verdict.cells,
-        mode="merge",
-        lineage=lineage,
-    )
-    drop = verdict.largest_other_drop
-    estimate_text = usd_tag(next_round.total_usd) if next_round is not None else ""
-    context.log.info(
-        f"round {round_} ({rules.loop_id}, loop round {verdict.loop_round}): {weak.height} of {cells.height} cells "
-        f"weak ({int(verdict.cells['clearly_weak'].sum())} clearly); "
-        + (f"focus lift {lift} over {lift.n} prompts, improved: {verdict.improved}; " if lift is not None else "")
-        + f"cost {cost}, loop spent {usd_tag(spent_usd)}"
-        + (f" of budget {rules.budget_usd:g}" if rules.budget_usd is not None else "")
-        + "; "
-        + (f"loop stops: {stop}" + (f" ({stop_detail})" if stop_detail else "") if stop
-           else f"requesting {requests.height if requests is not None else 0} cells for round {round_ + 1}: "
-                f"{', '.join(focus)}, estimated $ {estimate_text} ({next_round.basis if next_round else ''})")
-    )
-    thresholds = {m: rules.threshold(m) for m in rubric_metrics}
+    written = lake.write("feedback/weaknesses", judged.verdict.cells, mode="merge", lineage=lineage)
+    context.log.info(round_log(judged))
     yield dg.MaterializeResult(
         asset_key=WEAKNESSES,
-        metadata={
-            **written.metadata(),
-            "dagster/row_count": lake.read("feedback/weaknesses", columns=["metric"]).height,
-            "round": round_,
-            "checkpoint_id": model_id,
-            "weak_cells": weak.height,
-            "cells": cells.height,
-            "focus_cells": dg.MetadataValue.json(focus),
-            "stop_reason": stop or "",
-            "loop_id": rules.loop_id,
-            "loop_round": verdict.loop_round,
-            "clearly_weak_cells": int(verdict.cells["clearly_weak"].sum()),
-            "focus_lift": _rounded(lift.mean) if lift is not None else None,
-            "focus_lift_ci": dg.MetadataValue.json([_rounded(lift.ci_low), _rounded(lift.ci_high)])
-            if lift is not None and lift.ci_low is not None
-            else None,
-            "focus_lift_n": lift.n if lift is not None else None,
-            "improved": verdict.improved,
-            # The next round's estimated $ as the sensor copies it into the run's tags ('unknown' when a price
-            # is; empty when the loop stopped before estimating).
-            ESTIMATE_TAG: dg.MetadataValue.text(estimate_text),
-            "round_usd": _rounded(cost.total_usd),
-            "loop_spent_usd": _rounded(spent_usd),
-            "largest_other_drop": dg.MetadataValue.json(
-                {k: _rounded(v) if isinstance(v, float) else v for k, v in drop.items()}
-            )
-            if drop is not None
-            else None,
-            "thresholds": dg.MetadataValue.json(thresholds),
-            "cell_scores": dg.MetadataValue.md(
-                cell_heatmap_markdown(
-                    metrics.filter(pl.col("model_id") == model_id), f"round {round_}: weak cells outlined", thresholds
-                )
-            ),
-            "weak": dg.MetadataValue.md(
-                markdown_table(
-                    weak.sort("gap", descending=True).select(
-                        "domain", "task_type", "metric", pl.col("score").round(3), "n", pl.col("ci_high").round(3),
-                        "threshold", pl.col("gap").round(3), "clearly_weak", pl.col("change").round(3),
-                        pl.col("change_ci_low").round(3), pl.col("change_ci_high").round(3),
-                    ),
-                    rows=20,
-                )
-            ),
-        },
+        metadata=table_metadata(lake, "feedback/weaknesses", written, weaknesses_metadata(judged, rubric_metrics)),
     )
-    table = lake.read("feedback/requests", missing_ok=True)
     yield dg.MaterializeResult(
         asset_key=REQUESTS,
-        metadata={
-            **(wrote_requests.metadata() if wrote_requests else {"delta_version": lake.version("feedback/requests")}),
-            "dagster/row_count": table.height,
-            "round": round_,
-            "for_round": round_ + 1,
-            "requested_prompts": int(requests["n_prompts"].sum()) if requests is not None and requests.height else 0,
-            "stop_reason": stop or "",
-            "requests": dg.MetadataValue.md(
-                markdown_table(
-                    requests.select("domain", "task_type", "n_prompts", pl.col("gap").round(3), "hints")
-                    if requests is not None
-                    else pl.DataFrame(),
-                    rows=20,
-                )
-            ),
-            "focus": dg.MetadataValue.text(json.dumps(focus)),
-        },
+        metadata=table_metadata(lake, "feedback/requests", wrote_requests, requests_metadata(judged)),
     )
     ledger = lake.read("feedback/rounds")
     yield dg.MaterializeResult(
         asset_key=ROUNDS,
-        metadata={
-            **wrote_round.metadata(),
-            "dagster/row_count": ledger.height,
-            "round": round_,
-            "round_usd": _rounded(cost.total_usd),
-            "cost_known": not cost.unknown,
-            "loop_spent_usd": _rounded(spent_usd),
-            "budget_usd": rules.budget_usd,
-            "gain_per_usd": _rounded(gain),
-            ESTIMATE_TAG: dg.MetadataValue.text(estimate_text),
-            "stop_reason": stop or "",
-            "stop_detail": stop_detail or "",
-            "ledger": dg.MetadataValue.md(
-                markdown_table(ledger_view(ledger).tail(20), rows=20)
-            ),
-        },
+        metadata=table_metadata(lake, "feedback/rounds", wrote_round, rounds_metadata(judged, ledger)),
     )
-
-
-def _rounded(value: float | None) -> float | None:
-    return round(value, 4) if value is not None else None
 
 
 ASSETS = [feedback_loop]
