@@ -2,17 +2,18 @@
 
 from collections.abc import Iterator
 from dataclasses import fields, replace
-from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
+from nexa_assets.metadata import table_metadata
 from nexa_assets.rounds import resolve_round, round_field
+from nexa_assets.train.checks import loss_fell, loss_fell_spec
 from nexa_assets.train.config import TrainConfig
 from nexa_assets.train.local import TrainingCompute
 from nexa_assets.train.presets import PRESETS
 from nexa_assets.train.register import artifact_uri, checkpoint_id, checkpoint_row
-from nexa_assets.train.report import loss_plot_markdown
+from nexa_assets.train.report import checkpoint_metadata
 from nexa_resources.lake import LakeResource, Lineage
 
 CHECKPOINTS = dg.AssetKey(["train", "checkpoints"])
@@ -75,70 +76,10 @@ class CheckpointConfig(dg.Config):
         return TrainConfig(**{name: getattr(self, name) for name in shared})
 
 
-def _with_logprobs(train_config: TrainConfig, lake: LakeResource) -> TrainConfig:
-    """A KD config with the exact distill/logprobs URI and version it trains on (the latest when unset)."""
-    latest = lake.version("distill/logprobs")
-    if latest is None:
-        raise dg.Failure(
-            "distill_loss=kd needs distill/logprobs: materialize it first (docs/distill.md), or set distill_loss: none"
-        )
-    chosen = latest if train_config.logprobs_version is None else train_config.logprobs_version
-    return replace(train_config, logprobs_uri=lake.uri("distill/logprobs"), logprobs_version=int(chosen))
-
-
-def _text(value: Any) -> str:
-    return "none" if value is None else str(value)
-
-
-def _metadata(result: dict[str, Any], uri: str, checkpoint: str) -> dict[str, Any]:
-    uri_value = dg.MetadataValue.url(uri) if "://" in uri else dg.MetadataValue.path(uri)
-    title = f"{result.get('preset')} on sft/examples v{result.get('sft_version')}"
-    return {
-        "checkpoint_id": checkpoint,
-        "checkpoint_uri": uri_value,
-        "sft_version": int(result["sft_version"]),
-        "sft_rows": result.get("rows"),
-        "preset": result.get("preset"),
-        "base_model": result.get("base_model"),
-        "backend": result.get("backend"),
-        "cloud": _text(result.get("cloud")),
-        "region": _text(result.get("region")),
-        "accelerator": _text(result.get("accelerator")),
-        "price_per_hour": float(result.get("price_per_hour") or 0.0),
-        "cost_usd": float(result.get("cost_usd") or 0.0),
-        "tokens_per_s": float(result.get("tokens_per_s") or 0.0),
-        "tokens": int(result.get("tokens") or 0),
-        "steps": int(result.get("steps") or 0),
-        "wall_s": float(result.get("wall_s") or 0.0),
-        "train_loss": float(result["train_loss"]) if result.get("train_loss") is not None else None,
-        "val_loss": float(result["val_loss"]) if result.get("val_loss") is not None else None,
-        "resumed_from_step": result.get("resumed_from_step"),
-        "loss_curve": dg.MetadataValue.md(
-            loss_plot_markdown(result.get("loss_curve") or [], result.get("val_loss"), title)
-        ),
-        "config": dg.MetadataValue.json(result.get("config") or {}),
-        **({"distill_loss": "kd", "logprobs_version": int(result["logprobs_version"]),
-            "kd": dg.MetadataValue.json(result.get("kd") or {})} if result.get("distill_loss") == "kd" else {}),
-    }
-
-
-@dg.asset(
-    key=CHECKPOINTS,
-    deps=[EXAMPLES, LOGPROBS],
-    group_name="train",
-    kinds={"pytorch", "deltalake"},
-    description="A student trained on one exact sft/examples version (TRL SFTTrainer, completion-only loss) "
-    "by the `compute` resource (local subprocess or SkyPilot GPU), registered with its SFT version, config, "
-    "where it ran, price, cost, tokens/s and losses.",
-    check_specs=[dg.AssetCheckSpec("loss_fell", asset=CHECKPOINTS, description="Final train loss below the first.")],
-)
-def train_checkpoints(
-    context: dg.AssetExecutionContext,
-    config: CheckpointConfig,
-    lake: LakeResource,
-    compute: dg.ResourceParam[TrainingCompute],
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Train on the current (or configured) sft/examples version and merge the checkpoint's row."""
+def _plan(
+    config: CheckpointConfig, lake: LakeResource, compute: TrainingCompute
+) -> tuple[TrainConfig, int, str | None]:
+    """(the train config, the sft/examples version, the compute backend) of a run, or a Failure saying what to fix."""
     try:
         train_config = config.train_config()
     except ValueError as exc:
@@ -154,6 +95,38 @@ def train_checkpoints(
         )
     if train_config.distill_loss == "kd":
         train_config = _with_logprobs(train_config, lake)
+    return train_config, version, actual
+
+
+def _with_logprobs(train_config: TrainConfig, lake: LakeResource) -> TrainConfig:
+    """A KD config with the exact distill/logprobs URI and version it trains on (the latest when unset)."""
+    latest = lake.version("distill/logprobs")
+    if latest is None:
+        raise dg.Failure(
+            "distill_loss=kd needs distill/logprobs: materialize it first (docs/distill.md), or set distill_loss: none"
+        )
+    chosen = latest if train_config.logprobs_version is None else train_config.logprobs_version
+    return replace(train_config, logprobs_uri=lake.uri("distill/logprobs"), logprobs_version=int(chosen))
+
+
+@dg.asset(
+    key=CHECKPOINTS,
+    deps=[EXAMPLES, LOGPROBS],
+    group_name="train",
+    kinds={"pytorch", "deltalake"},
+    description="A student trained on one exact sft/examples version (TRL SFTTrainer, completion-only loss) "
+    "by the `compute` resource (local subprocess or SkyPilot GPU), registered with its SFT version, config, "
+    "where it ran, price, cost, tokens/s and losses.",
+    check_specs=[loss_fell_spec(CHECKPOINTS)],
+)
+def train_checkpoints(
+    context: dg.AssetExecutionContext,
+    config: CheckpointConfig,
+    lake: LakeResource,
+    compute: dg.ResourceParam[TrainingCompute],
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Train on the current (or configured) sft/examples version and merge the checkpoint's row."""
+    train_config, version, actual = _plan(config, lake, compute)
     checkpoint = checkpoint_id(context.run.run_id, version, train_config.to_dict())
     uri = config.output_uri or artifact_uri(lake.root_uri(), checkpoint)
     context.log.info(f"training {train_config.preset} on sft/examples v{version} via {actual or 'compute'} → {uri}")
@@ -171,25 +144,14 @@ def train_checkpoints(
     # What was asked for, unless the backend reports what actually trained (the trainer's metrics.json does).
     asked = {"preset": train_config.preset, "base_model": train_config.model_source, "config": train_config.resolved()}
     result = {**asked, **{k: v for k, v in result.items() if v is not None}, "sft_version": int(version)}
-    written = lake.write(
-        "train/checkpoints",
-        checkpoint_row(checkpoint, uri, result),
-        mode="merge",
-        lineage=Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake)),
-    )
+    lineage = Lineage.from_context(context, resolve_round(context, config.round, lake))
+    written = lake.write("train/checkpoints", checkpoint_row(checkpoint, uri, result), mode="merge", lineage=lineage)
     context.log.info(
         f"checkpoint {checkpoint}: {result.get('steps')} steps, train loss {result.get('train_loss')}, "
         f"val loss {result.get('val_loss')}, {result.get('tokens_per_s')} tok/s, ${result.get('cost_usd') or 0:.4f}"
     )
     yield dg.MaterializeResult(
         asset_key=CHECKPOINTS,
-        metadata={**written.metadata(), "dagster/row_count": lake.read("train/checkpoints").height,
-                  **_metadata(result, uri, checkpoint)},
+        metadata=table_metadata(lake, "train/checkpoints", written, checkpoint_metadata(result, uri, checkpoint)),
     )
-    first, last = result.get("first_loss"), result.get("train_loss")
-    yield dg.AssetCheckResult(
-        asset_key=CHECKPOINTS,
-        check_name="loss_fell",
-        passed=first is not None and last is not None and last < first,
-        metadata={"first_loss": first, "train_loss": last, "steps": result.get("steps")},
-    )
+    yield loss_fell(CHECKPOINTS, result)

@@ -18,9 +18,7 @@ Output folder (local, or uploaded to s3:// at each checkpoint and at the end):
 from __future__ import annotations
 
 import json
-import math
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,6 +29,7 @@ from typing import Any
 from nexa_assets.train import storage
 from nexa_assets.train.config import TrainConfig
 from nexa_assets.train.data import ids_digest, load_staged, split_messages, stage_snapshot
+from nexa_assets.train.metrics import run_metrics
 from nexa_assets.train.presets import LOCAL_SMOLLM2, SCRATCH_LLAMA
 
 METRICS_FILE = "metrics.json"
@@ -39,9 +38,6 @@ RUN_FILE = "run.json"
 METRICS_MARKER = "NEXA_METRICS "  # the last stdout line of the CLI: this prefix, then metrics.json on one line
 STAGE_ENV = "NEXA_STAGE_DIR"
 KEY_COLUMN = "example_id"
-# train_loss in the metrics is the mean of the last logged losses (one per step by default): a steadier
-# number than the last step alone.
-FINAL_LOSS_WINDOW = 5
 
 Log = Callable[[str], None]
 
@@ -143,7 +139,7 @@ def _kd_teacher(config: TrainConfig, train_rows: Any, tokenizer: Any, storage_op
     to the train rows by request_id; fails at once when its tokenizer is not the student's."""
     from nexa_assets.distill.logprobs import tokenizer_identity
     from nexa_assets.train.data import read_rows
-    from nexa_assets.train.kd import check_tokenizer, teacher_rows
+    from nexa_assets.train.kd import TokenizerMismatch, check_tokenizer, teacher_rows
 
     assert config.logprobs_uri is not None and config.logprobs_version is not None
     if "request_id" not in train_rows.columns:
@@ -151,8 +147,11 @@ def _kd_teacher(config: TrainConfig, train_rows: Any, tokenizer: Any, storage_op
     ids = [str(r) for r in train_rows["request_id"].to_list()]
     table = read_rows(config.logprobs_uri, config.logprobs_version, storage_options=storage_options)
     table = table.filter(table["request_id"].is_in(ids))
-    check_tokenizer(table["tokenizer"].to_list(), table["tokenizer_name"].to_list(), tokenizer_identity(tokenizer),
-                    f"{config.preset} ({Path(str(tokenizer.name_or_path)).name})")
+    try:
+        check_tokenizer(table["tokenizer"].to_list(), table["tokenizer_name"].to_list(),
+                        tokenizer_identity(tokenizer), f"{config.preset} ({Path(str(tokenizer.name_or_path)).name})")
+    except TokenizerMismatch as exc:
+        raise TrainError(str(exc)) from None
     by_request = teacher_rows(table, ids)
     teacher = list(by_request.values())
     index = {rid: i for i, rid in enumerate(by_request)}
@@ -301,6 +300,83 @@ def _lora_config(config: TrainConfig) -> Any:
     )
 
 
+def _uploader(output: str) -> tuple[Any, Callable[[Path], None] | None]:
+    """(an S3 client, a function uploading one checkpoint folder) for an s3:// output; (None, None) for a local one."""
+    if not storage.is_remote(output):
+        return None, None
+    client = storage.s3_client()
+
+    def upload(folder: Path) -> None:
+        storage.upload_dir(folder, f"{output.rstrip('/')}/{folder.name}", client=client)
+
+    return client, upload
+
+
+def _resume_from(workdir: Path, output: str, client: Any) -> Path | None:
+    """The latest complete checkpoint here, else the one downloaded from a remote output; None: a fresh run."""
+    resume = storage.latest_complete_checkpoint(workdir)
+    if resume is None and client is not None and storage.download_latest_checkpoint(output, workdir, client=client):
+        resume = storage.latest_complete_checkpoint(workdir)
+    return resume
+
+
+def _sft_trainer(config: TrainConfig, model: Any, tokenizer: Any, rows: tuple[Any, Any], kd: Any, workdir: Path,
+                 cuda: bool, callback: Any) -> Any:
+    """TRL's trainer with the completion-only loss, or its KD subclass when `kd` (from _kd_teacher) is set."""
+    from transformers import PrinterCallback
+
+    from nexa_assets.train.completion_loss import CompletionLossSFTTrainer
+
+    train_rows, val_rows = rows
+    trainer_kwargs: dict[str, Any] = dict(
+        model=model,
+        args=_sft_args(config, workdir, cuda),
+        train_dataset=chat_dataset(train_rows, kd[0] if kd else None),
+        eval_dataset=chat_dataset(val_rows) if val_rows.height else None,
+        processing_class=tokenizer,
+        peft_config=_lora_config(config),
+        callbacks=[callback],
+    )
+    if kd is not None:
+        from nexa_assets.train.kd import KDSFTTrainer
+
+        trainer = KDSFTTrainer(**trainer_kwargs, kd_temperature=config.kd_temperature, kd_weight=config.kd_weight,
+                               teacher=kd[1], top_k=kd[2])
+    else:
+        trainer = CompletionLossSFTTrainer(**trainer_kwargs)
+    trainer.remove_callback(PrinterCallback)  # our Progress callback prints one line per step instead
+    return trainer
+
+
+def _val_loss(trainer: Any, val_rows: Any, log: Log) -> float | None:
+    """The loss on the val rows; None without val rows, or when none has a completion token left."""
+    if not val_rows.height:
+        return None
+    # No eval_loss comes back when every val row was cut before its answer (no completion tokens).
+    evaluated = trainer.evaluate().get("eval_loss")
+    val_loss = float(evaluated) if evaluated is not None else None
+    log(f"val_loss {val_loss:.4f} on {val_rows.height} rows" if val_loss is not None
+        else f"no val loss: the {val_rows.height} val rows have no completion tokens within max_seq_len")
+    return val_loss
+
+
+def _tokens_before(resume: Path | None, log: Log) -> int:
+    """Tokens the run had seen at the checkpoint it resumes from (0 for a fresh run)."""
+    if resume is None:
+        return 0
+    log(f"resuming from {resume.name}")
+    return json.loads((resume / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
+
+
+def _log_start(trainer: Any, config: TrainConfig, rows: int, cuda: bool, log: Log) -> tuple[int, int]:
+    """(parameters, trainable parameters) of the model about to train, logged with where it trains."""
+    params = sum(p.numel() for p in trainer.model.parameters())
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    log(f"training {config.preset} ({params / 1e6:.1f}M params, {trainable / 1e6:.2f}M trainable) on "
+        f"{rows} rows, device {'cuda' if cuda else 'cpu'}, bf16 {config.use_bf16}")
+    return params, trainable
+
+
 def train(
     *,
     sft_uri: str,
@@ -316,15 +392,11 @@ def train(
     started, started_at = time.perf_counter(), datetime.now(timezone.utc)
     import torch
     import transformers
-    from transformers import PrinterCallback
-
-    from nexa_assets.train.completion_loss import CompletionLossSFTTrainer
 
     _quiet(transformers)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     cuda = torch.cuda.is_available()
-    remote = storage.is_remote(output)
     workdir = storage.local_workdir(output)
     if config.distill_loss == "kd":
         config = _resolve_kd(config, sft_uri, storage_options)
@@ -335,132 +407,30 @@ def train(
     )
 
     tokenizer = load_tokenizer(config)
-    kd = None
-    if config.distill_loss == "kd":
-        from nexa_assets.train.kd import TokenizerMismatch
-
-        try:
-            kd = _kd_teacher(config, train_rows, tokenizer, storage_options, log)
-        except TokenizerMismatch as exc:
-            raise TrainError(str(exc)) from None
+    kd = _kd_teacher(config, train_rows, tokenizer, storage_options, log) if config.distill_loss == "kd" else None
     model = load_model(config, tokenizer, cuda)
-    client, upload = None, None
-    if remote:
-        client = storage.s3_client()
-
-        def upload(folder: Path) -> None:
-            storage.upload_dir(folder, f"{output.rstrip('/')}/{folder.name}", client=client)
-
-    resume = storage.latest_complete_checkpoint(workdir)
-    if resume is None and remote and storage.download_latest_checkpoint(output, workdir, client=client):
-        resume = storage.latest_complete_checkpoint(workdir)
-    trainer_kwargs: dict[str, Any] = dict(
-        model=model,
-        args=_sft_args(config, workdir, cuda),
-        train_dataset=chat_dataset(train_rows, kd[0] if kd else None),
-        eval_dataset=chat_dataset(val_rows) if val_rows.height else None,
-        processing_class=tokenizer,
-        peft_config=_lora_config(config),
-        callbacks=[_progress_callback(log, upload)],
-    )
-    if kd is not None:
-        from nexa_assets.train.kd import KDSFTTrainer
-
-        trainer = KDSFTTrainer(**trainer_kwargs, kd_temperature=config.kd_temperature, kd_weight=config.kd_weight,
-                               teacher=kd[1], top_k=kd[2])
-    else:
-        trainer = CompletionLossSFTTrainer(**trainer_kwargs)
-    trainer.remove_callback(PrinterCallback)  # our Progress callback prints one line per step instead
-    tokens_before = 0
-    if resume is not None:
-        tokens_before = json.loads((resume / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
-        log(f"resuming from {resume.name}")
-    params = sum(p.numel() for p in trainer.model.parameters())
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    log(f"training {config.preset} ({params / 1e6:.1f}M params, {trainable / 1e6:.2f}M trainable) on "
-        f"{train_rows.height} rows, device {'cuda' if cuda else 'cpu'}, bf16 {config.use_bf16}")
+    client, upload = _uploader(output)
+    resume = _resume_from(workdir, output, client)
+    trainer = _sft_trainer(config, model, tokenizer, (train_rows, val_rows), kd, workdir, cuda,
+                           _progress_callback(log, upload))
+    tokens_before = _tokens_before(resume, log)
+    params = _log_start(trainer, config, train_rows.height, cuda, log)
 
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    val_loss = None
-    if val_rows.height:
-        # No eval_loss comes back when every val row was cut before its answer (no completion tokens).
-        evaluated = trainer.evaluate().get("eval_loss")
-        val_loss = float(evaluated) if evaluated is not None else None
-        log(f"val_loss {val_loss:.4f} on {val_rows.height} rows" if val_loss is not None
-            else f"no val loss: the {val_rows.height} val rows have no completion tokens within max_seq_len")
+    val_loss = _val_loss(trainer, val_rows, log)
     _save_final(trainer, tokenizer, workdir, config)
-
-    metrics = {
-        "preset": config.preset,
-        "base_model": config.model_source,
-        "lora": config.use_lora,
-        "params": params,
-        "trainable_params": trainable,
-        "sft_uri": sft_uri,
-        "sft_version": int(sft_version),
-        "rows": train_rows.height,
-        "val_rows": val_rows.height,
-        "rows_sha256": data_manifest["train_ids_sha256"],
-        "data_sha256": data_manifest["sha256"],
-        **_progress_metrics(trainer.state, float(result.metrics.get("train_runtime", 0.0)), tokens_before),
-        "val_loss": val_loss if val_loss is None or math.isfinite(val_loss) else None,
-        "resumed_from_step": int(resume.name.split("-")[1]) if resume else None,
-        "device": _device(torch, cuda),
-        "bf16": config.use_bf16,
-        "config": config.resolved(),
-        **({"distill_loss": "kd", "logprobs_uri": config.logprobs_uri, "logprobs_version": config.logprobs_version,
-            "kd": {**kd[3], **_kd_metrics(trainer.state)}} if kd is not None else {}),
-        "output": output,
-        "started_at": started_at.isoformat(),
-        "versions": _versions(),
-    }
+    metrics = run_metrics(
+        config, trainer, sft_uri=sft_uri, sft_version=sft_version, output=output, started_at=started_at,
+        rows=(train_rows.height, val_rows.height), manifest=data_manifest, params=params,
+        val_loss=val_loss, runtime=float(result.metrics.get("train_runtime", 0.0)), resume=resume,
+        tokens_before=tokens_before, kd=kd, cuda=cuda,
+    )
     metrics["wall_s"] = round(time.perf_counter() - started, 3)
     (workdir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-    if remote:
+    if client is not None:
         count = storage.upload_dir(workdir, output, client=client)
         log(f"uploaded {count} files to {output}")
     return metrics
-
-
-def _progress_metrics(state: Any, runtime: float, tokens_before: int) -> dict[str, Any]:
-    """Steps, tokens, speed and the loss curve from the trainer state (restored across resumes)."""
-    curve = [[int(h["step"]), float(h["loss"])] for h in state.log_history if "loss" in h]
-    window = [loss for _, loss in curve[-FINAL_LOSS_WINDOW:]]
-    tokens_run = state.num_input_tokens_seen - tokens_before
-    return {
-        "steps": int(state.global_step),
-        "epochs": float(state.epoch or 0.0),
-        "tokens": int(state.num_input_tokens_seen),
-        "tokens_this_run": int(tokens_run),
-        "train_s": round(runtime, 3),
-        "tokens_per_s": round(tokens_run / runtime, 1) if runtime > 0 else 0.0,
-        "train_loss": sum(window) / len(window) if window else None,
-        "first_loss": curve[0][1] if curve else None,
-        "loss_curve": curve,
-    }
-
-
-def _kd_metrics(state: Any) -> dict[str, Any]:
-    """The KD term's curve (mean KL per position at each logged step) and its first and last values."""
-    curve = [[int(h["step"]), float(h["kd_kl"])] for h in state.log_history if "kd_kl" in h]
-    ce = [[int(h["step"]), float(h["kd_ce"])] for h in state.log_history if "kd_ce" in h]
-    return {"kl_curve": curve, "ce_curve": ce, "first_kl": curve[0][1] if curve else None,
-            "final_kl": curve[-1][1] if curve else None}
-
-
-def _device(torch: Any, cuda: bool) -> str:
-    """The GPU's name, or "cpu (<arch>, <n> threads)"."""
-    return torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def _versions() -> dict[str, str]:
-    import peft
-    import torch
-    import transformers
-    import trl
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-            "peft": peft.__version__}
 
 
 def _quiet(transformers: Any) -> None:
