@@ -33,6 +33,25 @@ def pending_prompts(prompts: pl.DataFrame, answered: pl.DataFrame, model_id: str
     return prompts.filter(~pl.col("prompt_id").is_in(done.implode()))
 
 
+def _answer(row: dict[str, Any], result: Any, price: tuple[float, float] | None) -> dict[str, Any]:
+    """A prediction row's prompt, answer, usage and cost columns (the model's come apart)."""
+    text, error = parse_answer(result)
+    return {
+        "prompt_id": row["prompt_id"],
+        "domain": row["domain"],
+        "task_type": row["task_type"],
+        # An empty answer is still an answer to judge (it scores low), not a failed request.
+        "prediction": text if text is not None else ("" if result.ok else None),
+        "finish_reason": result.finish_reason,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "latency_ms": result.latency_ms,
+        "cost_usd": cost_usd(result.prompt_tokens, result.completion_tokens, price),
+        "error": None if result.ok else error,
+        "eval_set": row["eval_set"],
+    }
+
+
 async def predict(
     prompts: pl.DataFrame,
     client: ChatClient,
@@ -61,33 +80,16 @@ async def predict(
     items = [
         (pid, messages(*format_messages(row), shots(row["task_type"]) if shots else ())) for pid, row in by_id.items()
     ]
+    model = {"model_id": model_id, "model_kind": model_kind, "model_label": model_label or model_id,
+             "checkpoint_id": checkpoint_id}
     rows: list[dict[str, Any]] = []
     started = last_log = time.monotonic()
     tokens = 0
     bar = tqdm(total=len(items), desc=f"eval {model_id}", unit="prompt", disable=not progress, mininterval=1.0)
     try:
         async for pid, result in client.stream(items, params):
-            text, error = parse_answer(result)
-            row = by_id[pid]
             tokens += result.completion_tokens
-            answer = {
-                "model_id": model_id,
-                "prompt_id": pid,
-                "model_kind": model_kind,
-                "model_label": model_label or model_id,
-                "checkpoint_id": checkpoint_id,
-                "domain": row["domain"],
-                "task_type": row["task_type"],
-                # An empty answer is still an answer to judge (it scores low), not a failed request.
-                "prediction": text if text is not None else ("" if result.ok else None),
-                "finish_reason": result.finish_reason,
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
-                "latency_ms": result.latency_ms,
-                "cost_usd": cost_usd(result.prompt_tokens, result.completion_tokens, price),
-                "error": None if result.ok else error,
-                "eval_set": row["eval_set"],
-            }
+            answer = {**model, **_answer(by_id[pid], result, price)}
             if on_row is not None:
                 on_row(answer)
             rows.append(answer)

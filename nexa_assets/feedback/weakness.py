@@ -143,12 +143,7 @@ def judge_round(
     prev = previous if previous is not None and not previous.is_empty() else None
     same_loop = prev is not None and prev["loop_id"][0] == rules.loop_id
     loop_round = int(prev["loop_round"][0]) + 1 if same_loop and prev is not None else 0
-    focus: list[Cell] = []
-    if prev is not None:
-        # Rounds judged before `targeted` existed (or that bought nothing) count their weak cells as the focus.
-        marked = "targeted" in prev.columns and bool(prev["targeted"].fill_null(False).any())
-        bought = pl.col("targeted") if marked else pl.col("status") == "weak"
-        focus = [(d, t, m) for d, t, m in prev.filter(bought.fill_null(False)).select(*CELL_KEYS).iter_rows()]
+    focus = _bought_for(prev) if prev is not None else []
     lift: Lift | None = None
     changes = None
     if prev is not None and before is not None and after is not None:
@@ -166,7 +161,28 @@ def judge_round(
             stop = NO_IMPROVEMENT
         if stop is None and loop_round >= rules.max_rounds:
             stop = ROUND_CAP
+    cells = _with_changes(cells, focus, changes).with_columns(
+        pl.lit(lift.mean if lift is not None else None, dtype=pl.Float64).alias("focus_lift"),
+        pl.lit(lift.ci_low if lift is not None else None, dtype=pl.Float64).alias("focus_lift_ci_low"),
+        pl.lit(lift.ci_high if lift is not None else None, dtype=pl.Float64).alias("focus_lift_ci_high"),
+        pl.lit(lift.n if lift is not None else None, dtype=pl.Int64).alias("focus_lift_n"),
+        pl.lit(improved, dtype=pl.Boolean).alias("improved"),
+        pl.lit(stop, dtype=pl.String).alias("stop_reason"),
+        pl.lit(loop_round, dtype=pl.Int64).alias("loop_round"),
+    ).select(list(WEAKNESS_SCHEMA)).sort(list(CELL_KEYS))
+    return RoundVerdict(cells, stop, loop_round, lift, improved, largest_other_drop(cells))
 
+
+def _bought_for(prev: pl.DataFrame) -> list[Cell]:
+    """The cells the previous round bought prompts for: its focus, whose lift this round measures."""
+    # Rounds judged before `targeted` existed (or that bought nothing) count their weak cells as the focus.
+    marked = "targeted" in prev.columns and bool(prev["targeted"].fill_null(False).any())
+    bought = pl.col("targeted") if marked else pl.col("status") == "weak"
+    return [(d, t, m) for d, t, m in prev.filter(bought.fill_null(False)).select(*CELL_KEYS).iter_rows()]
+
+
+def _with_changes(cells: pl.DataFrame, focus: list[Cell], changes: pl.DataFrame | None) -> pl.DataFrame:
+    """The cells with their focus flag and, when paired, their change since the previous round."""
     keys = list(CELL_KEYS)
     focus_frame = pl.DataFrame(focus, schema=dict.fromkeys(CELL_KEYS, pl.String()), orient="row").with_columns(
         pl.lit(True).alias("_focus")
@@ -188,16 +204,7 @@ def judge_round(
             on=keys,
             how="left",
         )
-    cells = cells.with_columns(
-        pl.lit(lift.mean if lift is not None else None, dtype=pl.Float64).alias("focus_lift"),
-        pl.lit(lift.ci_low if lift is not None else None, dtype=pl.Float64).alias("focus_lift_ci_low"),
-        pl.lit(lift.ci_high if lift is not None else None, dtype=pl.Float64).alias("focus_lift_ci_high"),
-        pl.lit(lift.n if lift is not None else None, dtype=pl.Int64).alias("focus_lift_n"),
-        pl.lit(improved, dtype=pl.Boolean).alias("improved"),
-        pl.lit(stop, dtype=pl.String).alias("stop_reason"),
-        pl.lit(loop_round, dtype=pl.Int64).alias("loop_round"),
-    ).select(list(WEAKNESS_SCHEMA)).sort(keys)
-    return RoundVerdict(cells, stop, loop_round, lift, improved, largest_other_drop(cells))
+    return cells
 
 
 def gain_per_usd(lift: float | None, usd: float | None) -> float | None:
