@@ -8,17 +8,8 @@ import polars as pl
 
 from nexa_assets.feedback.lift import Lift
 from nexa_assets.feedback.requests import build_requests
-from nexa_assets.feedback.spend import (
-    Cost,
-    CostTables,
-    Estimate,
-    estimate_made_for,
-    estimate_next,
-    ledger_row,
-    measured,
-    round_costs,
-    spent,
-)
+from nexa_assets.feedback import spend
+from nexa_assets.feedback.spend import Cost, Estimate
 from nexa_assets.feedback.weakness import (
     LoopRules,
     RoundVerdict,
@@ -74,12 +65,12 @@ class Round:
 
     def ledger_row(self, ledger: pl.DataFrame) -> pl.DataFrame:
         """This round's feedback/rounds row; `ledger` holds the estimate made for it the round before."""
-        return ledger_row(
+        return spend.ledger_row(
             loop_id=self.rules.loop_id,
             loop_round=self.verdict.loop_round,
             checkpoint_id=self.model_id,
             cost=self.cost,
-            estimated=estimate_made_for(ledger, self.round),
+            estimated=spend.estimate_made_for(ledger, self.round),
             spent_usd=self.spent_usd,
             budget_usd=self.rules.budget_usd,
             focus_lift=self.lift.mean if self.lift is not None else None,
@@ -123,10 +114,10 @@ def judge_feedback_round(
     weak, lift = verdict.weak, verdict.focus_lift
 
     # What this round cost (measured) and the loop so far: rounds round_ - loop_round .. round_ are this loop's.
-    tables = CostTables.read(lake)
-    costs = round_costs(tables)
-    cost = measured(costs, round_)
-    spent_usd = spent(costs, round_ - verdict.loop_round, round_)
+    tables = spend.CostTables.read(lake)
+    costs = spend.round_costs(tables)
+    cost = spend.measured(costs, round_)
+    spent_usd = spend.spent(costs, round_ - verdict.loop_round, round_)
     lift_mean = lift.mean if lift is not None else None
     gain = gain_per_usd(lift_mean, cost.total_usd)
 
@@ -140,7 +131,7 @@ def judge_feedback_round(
     next_round: Estimate | None = None
     stop_detail: str | None = None
     if requests is not None:
-        next_round = estimate_next(tables, costs, round_, model_id, int(requests["n_prompts"].sum()))
+        next_round = spend.estimate_next(tables, costs, round_, model_id, int(requests["n_prompts"].sum()))
         money = spending_stop(
             rules, loop_round=verdict.loop_round, lift=lift_mean, round_usd=cost.total_usd,
             round_unknown=cost.unknown, spent_usd=spent_usd, next_usd=next_round.total_usd,
