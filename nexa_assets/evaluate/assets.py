@@ -136,13 +136,14 @@ def eval_predictions(
     compute: dg.ResourceParam[ComputeResource],
 ) -> dg.MaterializeResult:
     """Serve the checkpoint, answer the eval prompts, and do the same for each reference model."""
+    prompts = lake.read("eval/prompts")
     checkpoint = newest_checkpoint(lake, config.checkpoint_id)
+    lineage = Lineage.from_context(context, resolve_round(context, config.round, lake))
     try:
         answered_on = answer_backend(config.backend, checkpoint.get("backend"), compute)
     except ValueError as exc:
         raise dg.Failure(str(exc)) from None
-    lineage = Lineage.from_context(context, resolve_round(context, config.round, lake))
-    answers = Answerer(context, lake, lake.read("eval/prompts"), config.sampling(), lineage, config.max_concurrency)
+    answers = Answerer(context, lake, prompts, config.sampling(), lineage, config.max_concurrency)
     if config.include_base:
         answers.base(checkpoint)
     answers.checkpoint(checkpoint, compute if answered_on == "compute" else None)
