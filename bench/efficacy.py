@@ -13,6 +13,13 @@ round; wall time per stage. The last line is
 
     efficacy: focused_lift=<+x.xx> ci95=[<lo>,<hi>] other_min_change=<+x.xx> base_to_round0=<+x.xx> wall_s=<n> PASS|FAIL
 
+With --distill-loss kd, a second arm follows on the same lake: the teacher's top-k token probabilities of every
+chosen answer are scored in-process (distill/logprobs, the worked example in context as when it sampled), and
+round 1 is trained again on the same sft/examples version with the same config and steps but `distill_loss: kd`,
+then evaluated on the same prompts. Printed side by side: each arm's focused lift over the shared round 0,
+KD − SFT paired on round 1's answers (focus and all cells), steps, training wall time and the scoring time, and
+a line `kd arm: ...` before the last line (which stays the SFT arm's, the loop's default).
+
 focused_lift is round 1 − round 0 on the focus cells; other_min_change is round 1 − round 0 pooled over every
 other cell (the per-cell minimum over ~35 cells of 12 prompts is printed too, but it is mostly noise: with
 no real change its expected value is about −0.3). PASS: focused_lift ≥ +0.30 with ci95 low > 0,
@@ -50,6 +57,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher-row", action="store_true", help="also answer the eval prompts with the teacher")
     parser.add_argument("--keep", metavar="DIR", help="keep the lake and Dagster instance in DIR")
+    parser.add_argument("--distill-loss", choices=("none", "kd"), default="none",
+                        help="kd: also train round 1 with the KD loss on the same data and compare (~+12 minutes)")
+    parser.add_argument("--kd-top-k", type=int, default=20, help="teacher probabilities kept per token (kd arm)")
+    parser.add_argument("--kd-only", action="store_true",
+                        help="with --keep DIR of a finished run: only (re)run the kd arm on that lake")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,10 +76,12 @@ def main() -> int:
         os.environ["NEXA_LAKE_ROOT"] = str(base / "lake")
         os.environ["NEXA_INPUT_URI"] = str(base / "inputs")
         os.environ["DAGSTER_HOME"] = str(base / "dagster_home")
-        return run(args.teacher_row)
+        if args.kd_only:
+            return run_kd_arm(args.kd_top_k)
+        return run(args.teacher_row, args.distill_loss, args.kd_top_k)
 
 
-def run(teacher_row: bool) -> int:
+def run(teacher_row: bool, distill_loss: str = "none", kd_top_k: int = 20) -> int:
     import dagster as dg
     import polars as pl
 
@@ -149,11 +163,28 @@ def run(teacher_row: bool) -> int:
     def f(value: float | None) -> str:
         return f"{value:+.2f}" if value is not None else "nan"
 
+    if distill_loss == "kd":
+        run_kd_arm(kd_top_k, rounds)
     print(f"\nloop wall time {wall:.0f}s (target < {TARGET_WALL_S}s); targets: focused_lift ≥ +{TARGET_LIFT:.2f} with "
           f"ci95 low > 0, other_min_change ≥ {TARGET_OTHER:+.2f}")
     print(f"efficacy: focused_lift={f(lift.mean)} ci95=[{f(lift.ci_low)},{f(lift.ci_high)}] "
           f"other_min_change={f(other.mean)} base_to_round0={f(b0.mean)} wall_s={wall:.0f} {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
+
+
+def run_kd_arm(top_k: int, rounds: list[dict] | None = None) -> int:
+    """Round 1 again with `distill_loss: kd` on the same data and config; both arms printed side by side."""
+    import dagster as dg
+
+    from bench.kd_arm import compare_arms, train_and_evaluate_kd
+
+    instance = dg.DagsterInstance.get()
+    print(f"\nKD arm: teacher top-{top_k} probabilities, round 1 retrained with distill_loss kd", flush=True)
+    arm = train_and_evaluate_kd(instance, top_k, rounds, log=lambda m: print(m, flush=True))
+    if arm is None:
+        return 1
+    print(compare_arms(arm))
+    return 0
 
 
 if __name__ == "__main__":

@@ -23,6 +23,11 @@ and the server process's. `--batch-size` is collect()'s rows per merge (default 
 distill/completions default). `--profile` runs one more Nexa collection under cProfile, timed by the
 event-loop thread's CPU clock, and prints its CPU by package and its top functions. `--loop uvloop`
 runs the Nexa collections on uvloop instead of asyncio's default loop.
+4. Nexa with teacher probabilities (`--top-logprobs K`, default 20; 0 skips it): the same collection asking
+   for `logprobs`/`top_logprobs=K` and merging each batch's token rows into distill/logprobs as well, as the
+   distill/completions asset does for a remote teacher (`endpoint_logprobs_writer`). Interleaved with run 1;
+   target: at most 10% slower (median wall ratio <= 1.10). The distill/logprobs table's size on disk is printed
+   per 1,000 answers, at the scripted answers' length and scaled to 256-token answers.
 Everything lives in a temporary directory (under $TMPDIR) that is removed at the end.
 Exits 1 if a target is missed.
 """
@@ -44,7 +49,9 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import openai
@@ -53,7 +60,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nexa_assets.distill.assets import COMPLETION_SCHEMA
+from nexa_assets.distill.assets import COMPLETION_SCHEMA, endpoint_logprobs_writer
 from nexa_assets.distill.collect import CollectStats, collect
 from nexa_assets.distill.task import FREE, format_messages, messages, request_id, templates
 from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
@@ -66,6 +73,7 @@ from nexa_resources.llm_client import (
 from nexa_resources.scripted_server import ScriptedServer
 
 RATIO_TARGET = 0.9
+LOGPROBS_SLOWDOWN_TARGET = 1.10
 COMPLETIONS = "distill/completions"
 MODEL = "scripted-teacher"
 BATCH = 8  # the baseline's batch and thread count
@@ -130,8 +138,26 @@ def run_loop(factory: Callable[[], Any], loop: str) -> Any:
     return asyncio.run(factory())
 
 
+def with_logprobs(lake: LakeResource, top_k: int) -> Callable[[list[dict[str, Any]]], None]:
+    """The asset's merge for a teacher asked for probabilities: distill/logprobs rows, then the completions."""
+    teacher = SimpleNamespace(model_id=MODEL, top_logprobs=top_k, logprobs_tokenizer="")
+    store = endpoint_logprobs_writer(lake, teacher, LINEAGE)  # type: ignore[arg-type]
+    merge_completions = merger(lake)
+
+    def merge(rows: list[dict[str, Any]]) -> None:
+        store(rows)
+        merge_completions([{k: v for k, v in r.items() if k != "logprobs"} for r in rows])
+
+    return merge
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
 def nexa(
-    server: ScriptedServer, lake: LakeResource, requests: list[dict[str, Any]], args: argparse.Namespace
+    server: ScriptedServer, lake: LakeResource, requests: list[dict[str, Any]], args: argparse.Namespace,
+    top_logprobs: int = 0,
 ) -> tuple[CollectStats | None, int, float]:
     """Skip what the lake has answered, collect the rest with the real collect().
 
@@ -144,14 +170,15 @@ def nexa(
         return None, len(requests), 0.0
     client = ChatClient(base_url=server.base_url, model=MODEL, max_concurrency=args.concurrency)
     loop_cpu = time.thread_time()
+    params = replace(PARAMS, top_logprobs=top_logprobs)
     stats = run_loop(
         lambda: collect(
             pending,
             client,
-            PARAMS,
+            params,
             model_id=MODEL,
             price=FREE,
-            on_batch=merger(lake),
+            on_batch=with_logprobs(lake, top_logprobs) if top_logprobs else merger(lake),
             batch_size=args.batch_size,
             progress=False,
         ),
@@ -190,6 +217,59 @@ def baseline(server: ScriptedServer, lake: LakeResource, requests: list[dict[str
     client.close()
     merger(lake)(rows)
     return len(rows)
+
+
+# ------------------------------------------------------------------ teacher probabilities
+
+
+@dataclass
+class LogprobsResult:
+    summary: str
+    last_line: str
+    ok: bool
+
+
+def logprobs_phase(tmp: Path, args: argparse.Namespace) -> LogprobsResult:
+    """Collection with and without top-k probabilities stored, interleaved, at a latency fit for the answers'
+    length: the added work is CPU per answer token (JSON of k alternatives per token, their rows), so what it
+    costs in wall time depends on how fast the teacher produces tokens; the CPU per answer is printed as well."""
+    n, k = args.lp_requests, args.top_logprobs
+    requests = teacher_requests(n)
+    wall: dict[int, list[float]] = {0: [], k: []}
+    cpu: dict[int, list[float]] = {0: [], k: []}
+    rows, size = [], []
+    with ScriptedServer(latency_ms=args.lp_latency_ms) as server:
+        for rep in range(args.repeat):
+            for top in (0, k) if rep % 2 == 0 else (k, 0):
+                root = tmp / f"lake-lp{top}-{rep}"
+                lake = LakeResource(root=str(root))
+                seconds, used, _ = timed(lambda lake=lake, top=top: nexa(server, lake, requests, args, top))
+                wall[top].append(seconds)
+                cpu[top].append(used)
+                if top:
+                    rows.append(lake.read("distill/logprobs", columns=["request_id"]).height)
+                    size.append(dir_bytes(root / "distill" / "logprobs"))
+                shutil.rmtree(root, ignore_errors=True)
+            print(f"  probabilities rep {rep + 1}: without {wall[0][-1]:.2f} s, with top-{k} {wall[k][-1]:.2f} s")
+    slowdown = med(wall[k]) / med(wall[0])
+    tokens = med([float(r) for r in rows]) / n
+    per_1000 = med([float(b) for b in size]) / n * 1000 / 1e6
+    per_1000_256 = per_1000 * 256 / max(tokens, 1)
+    extra_ms = (med(cpu[k]) - med(cpu[0])) / n * 1000
+    ok = slowdown <= LOGPROBS_SLOWDOWN_TARGET
+    summary = "\n".join([
+        f"  {f'Nexa + top-{k} probabilities':<36} {fmt_s(med(wall[k]))}   without {fmt_s(med(wall[0])).strip()}   "
+        f"{slowdown:4.2f}x  (target <= {LOGPROBS_SLOWDOWN_TARGET:.2f}; {n} requests at {args.lp_latency_ms} ms)  "
+        f"{'PASS' if ok else 'MISS'}",
+        f"  {'':<36} + {extra_ms:.1f} ms CPU per answer ({tokens:.0f} tokens): one core keeps up with "
+        f"{1000 / max(extra_ms, 1e-6):,.0f} answers/s with probabilities",
+        f"  {'':<36} distill/logprobs {per_1000:.2f} MB per 1,000 answers ({per_1000_256:.1f} MB per 1,000 answers of "
+        f"256 tokens)",
+    ])
+    last = (f"teacher logprobs: slowdown={slowdown:.2f} cpu_ms_per_answer=+{extra_ms:.1f} "
+            f"mb_per_1000_answers={per_1000:.2f} mb_per_1000_answers_256_tokens={per_1000_256:.1f} "
+            f"{'PASS' if ok else 'FAIL'}")
+    return LogprobsResult(summary, last, ok)
 
 
 # -------------------------------------------------------------------------- timing
@@ -291,6 +371,11 @@ def main(argv: list[str] | None = None) -> int:
         help="Nexa's event loop: nexa = what run_sync uses (uvloop when installed)",
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the (slow) baseline")
+    parser.add_argument("--top-logprobs", type=int, default=20,
+                        help="also collect with top-K teacher probabilities stored (default 20; 0 skips)")
+    parser.add_argument("--lp-latency-ms", type=int, default=1000,
+                        help="server latency of the probabilities comparison (default 1000: an ~90-token answer)")
+    parser.add_argument("--lp-requests", type=int, default=640, help="requests per probabilities run (default 640)")
     parser.add_argument("--profile", action="store_true", help="also profile one Nexa collection with cProfile")
     parser.add_argument("--profile-top", type=int, default=25)
     args = parser.parse_args(argv)
@@ -369,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.profile:
                 print()
                 profile_nexa(server, tmp, requests, args)
+        lp = logprobs_phase(tmp, args) if args.top_logprobs else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -400,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  {'Nexa again on the same lake':<36} {fmt_s(cached)}   requests sent {cached_sent}  (target 0)  "
         f"{'PASS' if cached_sent == 0 else 'MISS'}"
     )
+    if lp is not None:
+        print(lp.summary)
     print()
     print("CPU (medians; the machine's other load stretches wall time, CPU time much less):")
     loop_s, proc_s = med(loop_cpu), med(cpu["nexa"])
@@ -423,7 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in t.items():
         if values:
             print(f"  {name:<7} " + "  ".join(f"{v:.3f}" for v in values))
-    return 0 if ratio >= RATIO_TARGET and cached_sent == 0 else 1
+    if lp is not None:
+        print(lp.last_line)
+    return 0 if ratio >= RATIO_TARGET and cached_sent == 0 and (lp is None or lp.ok) else 1
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ class ChatResult:
     error: str | None = None
     status: int | None = None
     refusal: str | None = None  # the model declined: OpenAI's message.refusal (content is then empty)
-    # Per answer token {token, logprob, top: [(token, logprob)]} when asked (SamplingParams.top_logprobs) and sent.
+    # OpenAI's logprobs.content, per answer token {token, logprob, top_logprobs}, when asked (top_logprobs > 0).
     logprobs: list[dict[str, Any]] | None = None
 
     @property
@@ -430,19 +430,11 @@ def _parse_completion(data: Any, latency_ms: float, attempts: int) -> ChatResult
 
 
 def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """A choice's `logprobs.content` as [{token, logprob, top: [(token, logprob)]}], or None when absent."""
+    """A choice's `logprobs.content` as the endpoint sent it ([{token, logprob, top_logprobs: [{token, logprob}]}]),
+    or None when absent: hundreds of entries per answer are read once, column by column, off the event loop."""
     logprobs = choice.get("logprobs")
     content = logprobs.get("content") if isinstance(logprobs, dict) else None
-    if not content:
-        return None
-    return [
-        {
-            "token": str(item.get("token", "")),
-            "logprob": float(item.get("logprob", 0.0)),
-            "top": [(str(t.get("token", "")), float(t.get("logprob", 0.0))) for t in item.get("top_logprobs") or []],
-        }
-        for item in content
-    ]
+    return content or None
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:

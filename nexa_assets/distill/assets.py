@@ -96,10 +96,10 @@ def collect_into_lake(
     )
 
     def merge(rows: list[dict[str, Any]]) -> None:
-        if store_logprobs is not None:
+        answers = [{k: v for k, v in r.items() if k != "logprobs"} for r in rows]
+        lake.write("distill/completions", _completion_frame(answers), mode="merge", lineage=lineage)
+        if store_logprobs is not None:  # after the answers: a crash between loses probabilities, never mixes them
             store_logprobs(rows)
-        rows = [{k: v for k, v in r.items() if k != "logprobs"} for r in rows]
-        lake.write("distill/completions", _completion_frame(rows), mode="merge", lineage=lineage)
 
     def journal_row(row: dict[str, Any]) -> None:
         journal.append({name: row.get(name) for name in COMPLETION_SCHEMA})
@@ -126,9 +126,13 @@ def collect_into_lake(
 def endpoint_logprobs_writer(
     lake: LakeResource, teacher: TeacherResource, lineage: Lineage
 ) -> Callable[[list[dict[str, Any]]], None]:
-    """Merge the top-k log-probabilities a remote teacher returned with its answers into distill/logprobs."""
+    """Append the top-k log-probabilities a remote teacher returned with its answers to distill/logprobs, skipping
+    requests the table already holds (an append, not a merge: a merge on (request_id, position) costs more than
+    the teacher call at hundreds of rows per answer)."""
     from nexa_assets.distill.logprobs import LOGPROBS_TABLE, endpoint_rows, token_lookup, tokenizer_identity
 
+    held = lake.read(LOGPROBS_TABLE, columns=["request_id"], missing_ok=True)
+    stored = set(held["request_id"].unique()) if held.height else set()
     identity, name, lookup = f"endpoint:{teacher.model_id}", teacher.model_id, None
     if teacher.logprobs_tokenizer:
         from transformers import AutoTokenizer
@@ -137,12 +141,14 @@ def endpoint_logprobs_writer(
         identity, name, lookup = tokenizer_identity(tokenizer), teacher.logprobs_tokenizer, token_lookup(tokenizer)
 
     def write(rows: list[dict[str, Any]]) -> None:
+        new = [r for r in rows if r["request_id"] not in stored]
         frame = endpoint_rows(
-            rows, teacher_model=teacher.model_id, top_k=teacher.top_logprobs, tokenizer=identity, name=name,
+            new, teacher_model=teacher.model_id, top_k=teacher.top_logprobs, tokenizer=identity, name=name,
             lookup=lookup,
         )
         if frame.height:
-            lake.write(LOGPROBS_TABLE, frame, mode="merge", lineage=lineage)
+            lake.write(LOGPROBS_TABLE, frame, mode="append", lineage=lineage)
+            stored.update(r["request_id"] for r in new)
 
     return write
 

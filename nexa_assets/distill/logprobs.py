@@ -69,9 +69,8 @@ def token_lookup(tokenizer: Any) -> dict[str, int]:
 
 
 def token_id(text: str, lookup: Mapping[str, int] | None) -> int | None:
-    if text.startswith("token_id:") and text[9:].isdigit():
-        return int(text[9:])
-    return None if lookup is None else lookup.get(text)
+    found = _id_form(text)
+    return found if found is not None or lookup is None else lookup.get(text)
 
 
 def endpoint_rows(
@@ -83,32 +82,39 @@ def endpoint_rows(
     name: str,
     lookup: Mapping[str, int] | None = None,
 ) -> pl.DataFrame:
-    """distill/logprobs rows of collected answers that carry `logprobs` (ChatResult.logprobs)."""
-    out: list[dict[str, Any]] = []
+    """distill/logprobs rows of collected answers that carry `logprobs` (ChatResult.logprobs), built column by
+    column (an answer has hundreds of token rows: per-row dicts would cost more than the HTTP call)."""
+    columns: dict[str, list[Any]] = {column: [] for column in LOGPROBS_SCHEMA}
+    ids = (lambda text: token_id(text, lookup)) if lookup is not None else _id_form
     for row in rows:
         tokens = row.get("logprobs")
         if not tokens or row.get("error") is not None:
             continue
-        for position, item in enumerate(tokens):
-            top = item["top"][:top_k]
-            out.append(
-                {
-                    "request_id": row["request_id"],
-                    "position": position,
-                    "token": item["token"],
-                    "token_id": token_id(item["token"], lookup),
-                    "logprob": item["logprob"],
-                    "top_tokens": [t for t, _ in top],
-                    "top_token_ids": [token_id(t, lookup) for t, _ in top],
-                    "top_logprobs": [lp for _, lp in top],
-                    "top_k": top_k,
-                    "tokenizer": tokenizer,
-                    "tokenizer_name": name,
-                    "teacher_model": teacher_model,
-                    "source": "endpoint",
-                }
-            )
-    return pl.DataFrame(out, schema=LOGPROBS_SCHEMA) if out else empty_frame()
+        columns["request_id"] += [row["request_id"]] * len(tokens)
+        columns["position"] += range(len(tokens))
+        for item in tokens:
+            top = (item.get("top_logprobs") or [])[:top_k]
+            top_tokens = [t["token"] for t in top]
+            columns["token"].append(item["token"])
+            columns["token_id"].append(ids(item["token"]))
+            columns["logprob"].append(float(item["logprob"]))
+            columns["top_tokens"].append(top_tokens)
+            columns["top_token_ids"].append([ids(t) for t in top_tokens])
+            columns["top_logprobs"].append([float(t["logprob"]) for t in top])
+    n = len(columns["request_id"])
+    if not n:
+        return empty_frame()
+    constant = {"top_k": top_k, "tokenizer": tokenizer, "tokenizer_name": name, "teacher_model": teacher_model,
+                "source": "endpoint"}
+    frame = pl.DataFrame({k: v for k, v in columns.items() if k not in constant},
+                         schema={k: v for k, v in LOGPROBS_SCHEMA.items() if k not in constant})
+    return frame.with_columns(pl.lit(v, LOGPROBS_SCHEMA[k]).alias(k) for k, v in constant.items()).select(
+        list(LOGPROBS_SCHEMA))
+
+
+def _id_form(text: str) -> int | None:
+    """vLLM's `token_id:<n>` token form, the only one readable without a tokenizer."""
+    return int(text[9:]) if text.startswith("token_id:") and text[9:].isdigit() else None
 
 
 # ------------------------------------------------------------------------------- the local teacher
