@@ -151,6 +151,13 @@ SETTINGS: tuple[Setting, ...] = (
             "loads)", kind="int"),
 )
 BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
+# Set by Nexa for the SkyPilot tasks in sky/*.yaml, not by you (NEXA_TRAINER_MODULE and NEXA_PYTHON_VERSION are
+# train.yaml's defaults).
+TASK_ENV: tuple[str, ...] = (
+    "NEXA_RUN_ID", "NEXA_SFT_URI", "NEXA_SFT_VERSION", "NEXA_OUTPUT_URI", "NEXA_TRAIN_CONFIG", "NEXA_BUCKET_URI",
+    "NEXA_TRAINER_MODULE", "NEXA_PYTHON_VERSION", "NEXA_CHECKPOINT_URI", "NEXA_EVAL_PROMPTS_URI",
+    "NEXA_EVAL_OUTPUT_URI", "NEXA_EVAL_SPEC",
+)
 
 
 def profile_name(environ: Mapping[str, str] | None = None) -> str:
@@ -244,6 +251,8 @@ def markdown() -> str:
             lines.append(f"| `{s.env}` | {s.kind} | {_cell(s.default)} | {_by_profile(s)} | {s.description}.{secret} |")
         if details:
             lines += ["", f"Details: [{details.partition('#')[0]}]({details})."]
+    tasks = ", ".join(f"`{name}`" for name in TASK_ENV)
+    lines += ["", f"Set by Nexa for the SkyPilot tasks in `sky/*.yaml`, not by you: {tasks}."]
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -133,3 +134,15 @@ def test_the_settings_reference_in_the_docs_is_generated_from_the_table():
         assert f"| `{setting.env}` |" in doc
     with pytest.raises(ValueError, match="no generated section"):
         profiles.with_reference("# nothing generated here\n")
+
+
+def test_every_nexa_variable_the_code_names_is_in_the_table():
+    root = Path(__file__).resolve().parents[1]
+    sources = [*root.glob("nexa_*/**/*.py"), *root.glob("sky/*.yaml"), *root.glob("deploy/**/*.yaml"),
+               root / "Makefile"]
+    named = set()
+    for path in sources:
+        named |= set(re.findall(r"\bNEXA_[A-Z0-9_]*[A-Z0-9]\b", path.read_text(encoding="utf-8")))
+    not_settings = {"NEXA_METRICS", "NEXA_TEACHER"}  # the trainer's stdout marker; the teacher's env prefix
+    missing = named - set(profiles.BY_ENV) - set(profiles.TASK_ENV) - not_settings
+    assert not missing, f"add these to nexa_resources/profiles.py SETTINGS (or TASK_ENV): {sorted(missing)}"
