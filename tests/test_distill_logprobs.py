@@ -106,6 +106,12 @@ def test_local_teacher_scores_answers_per_token_and_the_asset_is_off_by_default(
         assert ids[-mine.height:] == mine["token_id"].to_list()  # the answer's tokens, end of turn included
         assert all(lp <= top[0] + 1e-6 for lp, top in zip(mine["logprob"], mine["top_logprobs"]))
     assert set(table["source"]) == {"scored"} and set(table["top_k"]) == {4}
+    joined = lake.sql(  # an SFT row beside its teacher probabilities, as `nexa sql` runs it
+        "SELECT e.example_id, count(*) AS tokens, max(l.position) AS last FROM sft.examples e "
+        "JOIN distill.logprobs l USING (request_id) GROUP BY 1 ORDER BY 1"
+    ).to_pylist()
+    assert [r["example_id"] for r in joined] == sorted(r["example_id"] for r in rows)
+    assert all(r["tokens"] == r["last"] + 1 > 5 for r in joined)
     again = score_answers([{"request_id": "x", "messages": rows[0]["messages"]}], model, tokenizer, top_k=4,
                           teacher_model="local")
     assert again.height == table.filter(pl.col("request_id") == rows[0]["request_id"]).height
