@@ -37,7 +37,7 @@ DEFINITIONS_MODULE = "nexa_jobs.definitions"
 # The step processes fork from a server that imported the definitions once (Dagster's forkserver start
 # method preloads the job's module): a step starts in well under a second instead of re-importing
 # dagster, torch and the assets each time as `spawn` does.
-START_METHOD = {"forkserver": {}}
+START_METHOD: dict[str, dict[str, Any]] = {"forkserver": {}}
 
 
 def executor_name() -> str:
@@ -79,7 +79,7 @@ class RunWorkerMultiprocessExecutor(MultiprocessExecutor):
 )
 def multiprocess_executor(init_context: dg.InitExecutorContext) -> RunWorkerMultiprocessExecutor:
     """Dagster's multiprocess executor (same config), with the run worker recorded up front."""
-    config = init_context.executor_config
+    config: Mapping[str, Any] = init_context.executor_config
     start_method, start_config = next(iter((config.get("start_method") or {"spawn": {}}).items()))
     return RunWorkerMultiprocessExecutor(
         retries=RetryMode.from_config(config["retries"]),  # type: ignore[arg-type]

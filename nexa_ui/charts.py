@@ -28,7 +28,7 @@ def heatmap(grid: pl.DataFrame, metric: str) -> alt.LayerChart:
     return (rect + text).properties(height=260)
 
 
-def history(frame: pl.DataFrame) -> alt.LayerChart:
+def history(frame: pl.DataFrame) -> alt.LayerChart | alt.FacetChart:
     """A cell's score per round (with its CI) and the threshold it must reach."""
     pdf = frame.to_pandas()
     base = alt.Chart(pdf).encode(x=alt.X("round:O", title="feedback round"))
@@ -46,7 +46,7 @@ def history(frame: pl.DataFrame) -> alt.LayerChart:
     return alt.layer(*layers).properties(height=260)
 
 
-def metric_cis(frame: pl.DataFrame) -> alt.LayerChart:
+def metric_cis(frame: pl.DataFrame) -> alt.FacetChart:
     """Per-metric means with their 95% intervals, one color per model."""
     pdf = frame.to_pandas()
     base = alt.Chart(pdf).encode(

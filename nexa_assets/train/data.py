@@ -141,11 +141,11 @@ def ids_digest(ids: Sequence[str]) -> str:
 
 def split_messages(messages: Sequence[Mapping[str, str]]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """(prompt, completion) of a chat row: every message before the last assistant turn, and that turn."""
-    messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-    if not messages or messages[-1]["role"] != "assistant":
-        roles = [m["role"] for m in messages]
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if not plain or plain[-1]["role"] != "assistant":
+        roles = [m["role"] for m in plain]
         raise ValueError(f"a training row must end with an assistant message, got roles {roles}")
-    return messages[:-1], messages[-1:]
+    return plain[:-1], plain[-1:]
 
 
 def encode_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]], max_len: int) -> tuple[list[int], list[int]]:

@@ -146,7 +146,7 @@ class KDSFTTrainer(CompletionLossSFTTrainer):
                  top_k: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.kd_temperature, self.kd_weight = kd_temperature, kd_weight
-        self.data_collator = KDCollator(self.data_collator, teacher, top_k)
+        self.data_collator: Any = KDCollator(self.data_collator, teacher, top_k)
         self.kd_positions = 0
 
     def _set_signature_columns_if_needed(self):  # noqa: ANN202

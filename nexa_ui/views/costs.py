@@ -3,6 +3,8 @@ judge tokens and $ by round and model, evaluation answers, GPU $ by checkpoint."
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from nexa_ui import charts, common, data, derive
@@ -15,10 +17,10 @@ predictions = data.read("eval/predictions")
 judge = derive.judge_costs(data.read("distill/pairs"), data.read("eval/scores"))
 rounds = data.read("feedback/rounds")
 
-outlook = derive.next_round(rounds)
+outlook: dict[str, Any] | None = derive.next_round(rounds)
 if outlook is not None:
     st.subheader("Feedback rounds: $ estimated before, measured after")
-    cols = st.columns(3)
+    cols = list(st.columns(3))
     if outlook["stop_reason"] is None:
         cols[0].metric(f"Next round ({outlook['round']}), estimated", outlook["estimate"])
     else:
@@ -45,7 +47,7 @@ else:
     eval_usd = float(evals["cost_usd"].sum()) if not evals.is_empty() else 0.0
     judge_usd = derive.judge_total(judge)
     known = teacher_usd + gpu_usd + eval_usd + (judge_usd or 0.0)
-    cols = st.columns(6)
+    cols = list(st.columns(6))
     cols[0].metric("Total", common.fmt_usd(known) + (" + unknown" if judge_usd is None else ""))
     cols[1].metric("Teacher", common.fmt_usd(teacher_usd))
     cols[2].metric("Judge", derive.UNKNOWN_USD if judge_usd is None else common.fmt_usd(judge_usd))
