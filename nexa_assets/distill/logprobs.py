@@ -155,6 +155,13 @@ def score_answers(
     if not 1 <= top_k <= MAX_TOP_K:
         raise ValueError(f"top_k={top_k}: expected 1..{MAX_TOP_K}")
     identity, name = tokenizer_identity(tokenizer), tokenizer_name(tokenizer)
+    texts: dict[int, str] = {}
+
+    def text(token: int) -> str:
+        if token not in texts:
+            texts[token] = tokenizer.decode([token])
+        return texts[token]
+
     out: list[dict[str, Any]] = []
     model.eval()
     for answer in answers:
@@ -162,9 +169,10 @@ def score_answers(
         ids = ids[:max_len]
         if start >= len(ids) or start == 0:
             continue
+        keep = len(ids) - start + 1  # the vocabulary projection only where an answer token is predicted
         with torch.inference_mode():
-            logits = model(input_ids=torch.tensor([ids])).logits[0].float()
-        logp = torch.log_softmax(logits[start - 1 : len(ids) - 1], dim=-1)  # row j predicts ids[start + j]
+            logits = model(input_ids=torch.tensor([ids]), logits_to_keep=keep).logits[0].float()
+        logp = torch.log_softmax(logits[:-1], dim=-1)  # row j predicts ids[start + j]
         top_lp, top_ids = logp.topk(top_k, dim=-1)
         targets = torch.tensor(ids[start:])
         chosen = logp.gather(1, targets[:, None])[:, 0]
@@ -175,10 +183,10 @@ def score_answers(
                 {
                     "request_id": answer["request_id"],
                     "position": p,
-                    "token": tokenizer.decode([tid]),
+                    "token": text(tid),
                     "token_id": tid,
                     "logprob": float(chosen[p]),
-                    "top_tokens": [tokenizer.decode([t]) for t in tops],
+                    "top_tokens": [text(t) for t in tops],
                     "top_token_ids": tops,
                     "top_logprobs": [float(v) for v in top_lp[p].tolist()],
                     "top_k": top_k,
