@@ -50,3 +50,9 @@ def table_metadata(
     """An asset's materialization metadata: its write (else the table's version), row count, then `extra`."""
     write = written.metadata() if written is not None else {"delta_version": lake.version(table)}
     return {**write, "dagster/row_count": lake.read(table, columns=["run_id"], missing_ok=True).height, **extra}
+
+
+def rounded_table(df: pl.DataFrame, columns: Sequence[str], rounded: Sequence[str], rows: int) -> dg.MetadataValue:
+    """A Markdown table of `columns`, those in `rounded` to 3 decimals."""
+    picked = df.select([pl.col(c).round(3) if c in rounded else pl.col(c) for c in columns])
+    return dg.MetadataValue.md(markdown_table(picked, rows=rows))

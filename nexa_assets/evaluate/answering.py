@@ -84,8 +84,14 @@ def answer_model(
         lake.write("eval/predictions", answer_elsewhere(todo), mode="merge", lineage=lineage)
     elif todo.height:
         with Journal.open(journal_dir(lake, "eval/predictions"), lineage) as journal:
-            model = {"model_id": model_id, "model_kind": model_kind, "checkpoint_id": checkpoint_id,
-                     "model_label": model_label, "shots": shots, "price": price}
+            model = {
+                "model_id": model_id,
+                "model_kind": model_kind,
+                "checkpoint_id": checkpoint_id,
+                "model_label": model_label,
+                "shots": shots,
+                "price": price,
+            }
             rows = _ask(context, todo, client_factory, params, journal, **model)
             lake.write("eval/predictions", rows, mode="merge", lineage=lineage)
             journal.discard()
@@ -127,8 +133,16 @@ class Answerer:
     def answer(self, clients: Callable[[], Any], model_id: str, kind: str, label: str, **options: Any) -> None:
         options.setdefault("checkpoint_id", None)
         self.stats[model_id] = answer_model(
-            self.context, self.lake, self.prompts, clients, self.params,
-            model_id=model_id, model_kind=kind, model_label=label, lineage=self.lineage, **options,
+            self.context,
+            self.lake,
+            self.prompts,
+            clients,
+            self.params,
+            model_id=model_id,
+            model_kind=kind,
+            model_label=label,
+            lineage=self.lineage,
+            **options,
         )
 
     def served(self, server: Any) -> ChatClient:
@@ -147,8 +161,13 @@ class Answerer:
         if folder is None:
             self.context.log.info(f"no base-model row: {base_model!r} is not a local pretrained model")
             return
-        self.answer(lambda: client_maker(self.served, server=LocalModelServer(folder)), f"base:{base_model}",
-                    "base", f"base ({folder.name}, untrained student)", price=FREE)
+        self.answer(
+            lambda: client_maker(self.served, server=LocalModelServer(folder)),
+            f"base:{base_model}",
+            "base",
+            f"base ({folder.name}, untrained student)",
+            price=FREE,
+        )
 
     def checkpoint(self, checkpoint: dict[str, Any], compute: Any = None) -> None:
         """The trained checkpoint, served here, or answered on `compute` when given."""
@@ -156,30 +175,59 @@ class Answerer:
         label = f"round {checkpoint.get('round', 0)} student ({checkpoint.get('preset')})"
 
         def on_compute(todo: pl.DataFrame) -> pl.DataFrame:
-            spec = {"model_id": ckpt_id, "model_label": label, "checkpoint_id": ckpt_id,
-                    "temperature": self.params.temperature, "top_p": self.params.top_p,
-                    "max_tokens": self.params.max_tokens, "max_concurrency": self.max_concurrency}
-            rows, where = answer_on_compute(compute, todo, checkpoint_uri=checkpoint["uri"], spec=spec,
-                                            run_id=self.context.run.run_id, log=self.context.log)
+            spec = {
+                "model_id": ckpt_id,
+                "model_label": label,
+                "checkpoint_id": ckpt_id,
+                "temperature": self.params.temperature,
+                "top_p": self.params.top_p,
+                "max_tokens": self.params.max_tokens,
+                "max_concurrency": self.max_concurrency,
+            }
+            rows, where = answer_on_compute(
+                compute,
+                todo,
+                checkpoint_uri=checkpoint["uri"],
+                spec=spec,
+                run_id=self.context.run.run_id,
+                log=self.context.log,
+            )
             self.ran.update(where)
             return rows
 
-        self.answer(lambda: client_maker(self.served, server=serve_checkpoint(checkpoint["uri"])), ckpt_id,
-                    "checkpoint", label, checkpoint_id=ckpt_id, price=FREE,
-                    answer_elsewhere=on_compute if compute is not None else None)
+        self.answer(
+            lambda: client_maker(self.served, server=serve_checkpoint(checkpoint["uri"])),
+            ckpt_id,
+            "checkpoint",
+            label,
+            checkpoint_id=ckpt_id,
+            price=FREE,
+            answer_elsewhere=on_compute if compute is not None else None,
+        )
 
     def teacher(self, teacher: TeacherResource) -> None:
         """The teacher as it is asked for data (its worked examples in context), at this run's decoding."""
         shots = teacher.worked_examples
         decoding = "greedy" if self.params.temperature == 0 else f"T={self.params.temperature}"
-        self.answer(lambda: client_maker(lambda _: teacher.client(self.context.log)),
-                    f"teacher:{teacher.model_id}:shots={shots}", "teacher", teacher.label(decoding),
-                    price=teacher.price(), shots=worked_example if shots else None)
+        self.answer(
+            lambda: client_maker(lambda _: teacher.client(self.context.log)),
+            f"teacher:{teacher.model_id}:shots={shots}",
+            "teacher",
+            teacher.label(decoding),
+            price=teacher.price(),
+            shots=worked_example if shots else None,
+        )
 
     def external(self, base_url: str, model: str, api_key_env: str | None, price: list[float] | None) -> None:
         """An OpenAI-compatible reference model, its key read from the env var named."""
         key = os.environ.get(api_key_env) if api_key_env else None
         concurrency = min(self.max_concurrency, REMOTE_CONCURRENCY)
-        self.answer(lambda: client_maker(lambda _: ChatClient(base_url=base_url, model=model, api_key=key or "none",
-                                                              max_concurrency=concurrency)),
-                    model, "external", model, price=(price[0], price[1]) if price else None)
+        self.answer(
+            lambda: client_maker(
+                lambda _: ChatClient(base_url=base_url, model=model, api_key=key or "none", max_concurrency=concurrency)
+            ),
+            model,
+            "external",
+            model,
+            price=(price[0], price[1]) if price else None,
+        )

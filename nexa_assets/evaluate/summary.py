@@ -10,7 +10,7 @@ import polars as pl
 from nexa_assets.evaluate.answering import Answerer
 from nexa_assets.evaluate.report import cell_heatmap_markdown
 from nexa_assets.evaluate.stats import mean_ci
-from nexa_assets.metadata import markdown_table, preview
+from nexa_assets.metadata import markdown_table, preview, rounded_table
 
 
 def overall_by_model(scores: pl.DataFrame, metrics: pl.DataFrame) -> pl.DataFrame:
@@ -20,12 +20,26 @@ def overall_by_model(scores: pl.DataFrame, metrics: pl.DataFrame) -> pl.DataFram
     per_answer = scores.drop_nulls("score").group_by("model_id", "prompt_id").agg(pl.col("score").mean())
     for (model_id,), part in per_answer.group_by("model_id"):
         stats = mean_ci(part["score"].to_list())
-        rows.append({"model_id": model_id, "overall": stats.mean, "ci_low": stats.ci_low, "ci_high": stats.ci_high,
-                     "answers": stats.n})
+        rows.append(
+            {
+                "model_id": model_id,
+                "overall": stats.mean,
+                "ci_low": stats.ci_low,
+                "ci_high": stats.ci_high,
+                "answers": stats.n,
+            }
+        )
     labels = metrics.group_by("model_id").agg(pl.col("model_label").first(), pl.col("truncation_rate").mean())
-    return pl.DataFrame(rows).join(labels, on="model_id", how="left").select(
-        "model_id", "model_label", *(pl.col(c).round(3) for c in ("overall", "ci_low", "ci_high")), "answers",
-        pl.col("truncation_rate").round(3),
+    return (
+        pl.DataFrame(rows)
+        .join(labels, on="model_id", how="left")
+        .select(
+            "model_id",
+            "model_label",
+            *(pl.col(c).round(3) for c in ("overall", "ci_low", "ci_high")),
+            "answers",
+            pl.col("truncation_rate").round(3),
+        )
     )
 
 
@@ -53,14 +67,15 @@ def predictions_metadata(
 def metrics_metadata(eval_set: str, newest: str, frame: pl.DataFrame, overall: pl.DataFrame) -> dict[str, Any]:
     """The leaderboard (`overall_by_model`), and the newest checkpoint's cells, weakest first."""
     mine = frame.filter(pl.col("model_id") == newest)
-    weakest = mine.sort("mean", nulls_last=False).select(
-        "domain", "task_type", "metric", pl.col("mean").round(3), "n",
-        pl.col("ci_low").round(3), pl.col("ci_high").round(3), "judge_failures",
-    )
     return {
         "eval_set": eval_set,
         "checkpoint_id": newest,
         "overall_by_model": dg.MetadataValue.md(markdown_table(overall.sort("overall", descending=True), rows=50)),
         "cell_scores": dg.MetadataValue.md(cell_heatmap_markdown(mine, f"{newest}: mean score per cell")),
-        "weakest_cells": dg.MetadataValue.md(markdown_table(weakest, rows=10)),
+        "weakest_cells": rounded_table(
+            mine.sort("mean", nulls_last=False),
+            ["domain", "task_type", "metric", "mean", "n", "ci_low", "ci_high", "judge_failures"],
+            rounded=("mean", "ci_low", "ci_high"),
+            rows=10,
+        ),
     }

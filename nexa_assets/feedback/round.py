@@ -98,10 +98,26 @@ def _paired(
     return scores, before, comparable.filter(pl.col("model_id") == model_id)
 
 
-def judge_feedback_round(
-    lake: LakeResource, judge_model: str, model_id: str, round_: int, rules: LoopRules, buying: Buying
-) -> Round:
-    """Judge round `round_` of checkpoint `model_id`; reads the lake, writes nothing."""
+def _money_stop(
+    rules: LoopRules, loop_round: int, lift: float | None, cost: Cost, spent_usd: float | None, next_round: Estimate
+) -> tuple[str, str] | None:
+    """(stop reason, detail) when a money rule says the next round is not worth paying for."""
+    return spending_stop(
+        rules,
+        loop_round=loop_round,
+        lift=lift,
+        round_usd=cost.total_usd,
+        round_unknown=cost.unknown,
+        spent_usd=spent_usd,
+        next_usd=next_round.total_usd,
+        next_unknown=next_round.cost.unknown,
+    )
+
+
+def _judged(
+    lake: LakeResource, judge_model: str, model_id: str, round_: int, rules: LoopRules
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, RoundVerdict]:
+    """(the checkpoint's eval/metrics rows, its cells, its scores, the verdict of the stop rules before money)."""
     metrics = lake.read("eval/metrics").filter(pl.col("judge_model") == judge_model)
     cells = classify_cells(metrics, model_id, rules)
     if cells.is_empty():
@@ -110,7 +126,14 @@ def judge_feedback_round(
     previous = history.filter(pl.col("round") == round_ - 1) if history.height else None
     mine = metrics.filter(pl.col("model_id") == model_id)
     scores, before, after = _paired(lake, judge_model, model_id, mine, previous)
-    verdict = judge_round(cells, previous, rules, before, after)
+    return mine, cells, scores, judge_round(cells, previous, rules, before, after)
+
+
+def judge_feedback_round(
+    lake: LakeResource, judge_model: str, model_id: str, round_: int, rules: LoopRules, buying: Buying
+) -> Round:
+    """Judge round `round_` of checkpoint `model_id`; reads the lake, writes nothing."""
+    mine, cells, scores, verdict = _judged(lake, judge_model, model_id, round_, rules)
     weak, lift = verdict.weak, verdict.focus_lift
 
     # What this round cost (measured) and the loop so far: rounds round_ - loop_round .. round_ are this loop's.
@@ -125,21 +148,32 @@ def judge_feedback_round(
     requests = None
     if verdict.stop_reason is None:
         targeted = target(verdict.cells, focus).filter(pl.col("targeted"))
-        requests = build_requests(targeted, scores, budget=buying.prompts_per_round, for_round=round_ + 1,
-                                  min_per_cell=buying.min_per_cell)
+        requests = build_requests(
+            targeted, scores, budget=buying.prompts_per_round, for_round=round_ + 1, min_per_cell=buying.min_per_cell
+        )
     # The next round's $, estimated before it runs from this round's unit costs; then the money rules.
     next_round: Estimate | None = None
     stop_detail: str | None = None
     if requests is not None:
         next_round = spend.estimate_next(tables, costs, round_, model_id, int(requests["n_prompts"].sum()))
-        money = spending_stop(
-            rules, loop_round=verdict.loop_round, lift=lift_mean, round_usd=cost.total_usd,
-            round_unknown=cost.unknown, spent_usd=spent_usd, next_usd=next_round.total_usd,
-            next_unknown=next_round.cost.unknown,
-        )
+        money = _money_stop(rules, verdict.loop_round, lift_mean, cost, spent_usd, next_round)
         if money is not None:
             reason, stop_detail = money
             verdict, focus, requests = verdict.stopped(reason), [], None
     verdict = replace(verdict, cells=target(verdict.cells, focus))
-    return Round(round_, rules, model_id, mine, cells, weak, verdict, cost, spent_usd, gain, focus, requests,
-                 next_round, stop_detail)
+    return Round(
+        round_,
+        rules,
+        model_id,
+        mine,
+        cells,
+        weak,
+        verdict,
+        cost,
+        spent_usd,
+        gain,
+        focus,
+        requests,
+        next_round,
+        stop_detail,
+    )

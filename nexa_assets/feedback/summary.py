@@ -11,8 +11,14 @@ import polars as pl
 from nexa_assets.evaluate.report import cell_heatmap_markdown
 from nexa_assets.feedback.round import Round
 from nexa_assets.feedback.spend import ledger_view, usd_tag
-from nexa_assets.metadata import markdown_table
+from nexa_assets.metadata import markdown_table, rounded_table
 from nexa_assets.rounds import ESTIMATE_TAG
+
+
+# The weak cells' table in feedback/weaknesses' metadata.
+WEAK_COLUMNS = (
+    "domain task_type metric score n ci_high threshold gap clearly_weak change change_ci_low change_ci_high".split()
+)
 
 
 def _rounded(value: float | None) -> float | None:
@@ -30,9 +36,11 @@ def round_log(r: Round) -> str:
     if stop:
         outcome = f"loop stops: {stop}" + (f" ({r.stop_detail})" if r.stop_detail else "")
     else:
-        outcome = (f"requesting {r.requests.height if r.requests is not None else 0} cells for round {r.round + 1}: "
-                   f"{', '.join(r.focus)}, estimated $ {estimate_text(r)} "
-                   f"({r.next_round.basis if r.next_round else ''})")
+        outcome = (
+            f"requesting {r.requests.height if r.requests is not None else 0} cells for round {r.round + 1}: "
+            f"{', '.join(r.focus)}, estimated $ {estimate_text(r)} "
+            f"({r.next_round.basis if r.next_round else ''})"
+        )
     return (
         f"round {r.round} ({rules.loop_id}, loop round {verdict.loop_round}): {r.weak.height} of {r.cells.height} "
         f"cells weak ({int(verdict.cells['clearly_weak'].sum())} clearly); "
@@ -48,11 +56,6 @@ def weaknesses_metadata(r: Round, metrics: tuple[str, ...]) -> dict[str, Any]:
     """The round's cells, focus, lift and stop reason, with the heatmap and the weak cells."""
     lift, drop = r.lift, r.verdict.largest_other_drop
     thresholds = {m: r.rules.threshold(m) for m in metrics}
-    weak = r.weak.sort("gap", descending=True).select(
-        "domain", "task_type", "metric", pl.col("score").round(3), "n", pl.col("ci_high").round(3),
-        "threshold", pl.col("gap").round(3), "clearly_weak", pl.col("change").round(3),
-        pl.col("change_ci_low").round(3), pl.col("change_ci_high").round(3),
-    )
     return {
         "round": r.round,
         "checkpoint_id": r.model_id,
@@ -81,7 +84,12 @@ def weaknesses_metadata(r: Round, metrics: tuple[str, ...]) -> dict[str, Any]:
         "cell_scores": dg.MetadataValue.md(
             cell_heatmap_markdown(r.metrics, f"round {r.round}: weak cells outlined", thresholds)
         ),
-        "weak": dg.MetadataValue.md(markdown_table(weak, rows=20)),
+        "weak": rounded_table(
+            r.weak.sort("gap", descending=True),
+            WEAK_COLUMNS,
+            rounded=("score", "ci_high", "gap", "change", "change_ci_low", "change_ci_high"),
+            rows=20,
+        ),
     }
 
 

@@ -54,8 +54,16 @@ def run_metrics(
         "device": _device(torch, cuda),
         "bf16": config.use_bf16,
         "config": config.resolved(),
-        **({"distill_loss": "kd", "logprobs_uri": config.logprobs_uri, "logprobs_version": config.logprobs_version,
-            "kd": {**kd[3], **_kd_metrics(trainer.state)}} if kd is not None else {}),
+        **(
+            {
+                "distill_loss": "kd",
+                "logprobs_uri": config.logprobs_uri,
+                "logprobs_version": config.logprobs_version,
+                "kd": {**kd[3], **_kd_metrics(trainer.state)},
+            }
+            if kd is not None
+            else {}
+        ),
         "output": output,
         "started_at": started_at.isoformat(),
         "versions": _versions(),
@@ -84,8 +92,12 @@ def _kd_metrics(state: Any) -> dict[str, Any]:
     """The KD term's curve (mean KL per position at each logged step) and its first and last values."""
     curve = [[int(h["step"]), float(h["kd_kl"])] for h in state.log_history if "kd_kl" in h]
     ce = [[int(h["step"]), float(h["kd_ce"])] for h in state.log_history if "kd_ce" in h]
-    return {"kl_curve": curve, "ce_curve": ce, "first_kl": curve[0][1] if curve else None,
-            "final_kl": curve[-1][1] if curve else None}
+    return {
+        "kl_curve": curve,
+        "ce_curve": ce,
+        "first_kl": curve[0][1] if curve else None,
+        "final_kl": curve[-1][1] if curve else None,
+    }
 
 
 def _device(torch: Any, cuda: bool) -> str:
@@ -99,5 +111,9 @@ def _versions() -> dict[str, str]:
     import transformers
     import trl
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-            "peft": peft.__version__}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "peft": peft.__version__,
+    }
