@@ -13,10 +13,10 @@ import polars as pl
 
 from nexa_assets.evaluate.judge_costs import format_usd, judge_spend
 from nexa_assets.feedback.lift import format_change
-from nexa_assets.feedback.schema import WEAKNESS_SCHEMA
 from nexa_assets.feedback.spend import ledger_view
 from nexa_assets.feedback.weakness import largest_other_drop
 from nexa_resources.lake import LakeResource
+from nexa_resources.tables.feedback import WEAKNESS_SCHEMA
 
 
 def _weaknesses(lake: LakeResource) -> pl.DataFrame:

@@ -27,12 +27,12 @@ from nexa_assets.evaluate.rubric import (
     load_rubric,
     parse_judge_answer,
 )
-from nexa_assets.evaluate.schema import JUDGE_REQUEST_SCHEMA
 from nexa_assets.evaluate.structural_judge import judge_structural_batch
 from nexa_assets.text import content_hash
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import ChatResult, run_sync
 from nexa_resources.profiles import settings_env
+from nexa_resources.tables.eval import JUDGE_REQUEST_SCHEMA
 from nexa_resources.teacher import Endpoint, _endpoint_env
 
 JUDGE_KINDS: tuple[str, ...] = ("structural", "llm")

@@ -15,10 +15,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from nexa_assets.distill.assets import COMPLETION_SCHEMA
+from nexa_resources.tables.distill import COMPLETION_SCHEMA
 from nexa_assets.evaluate.answering import answer_model as _answer, client_maker as _client_maker
 from nexa_assets.evaluate.predict import predict
-from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA
+from nexa_resources.tables.eval import EVAL_PROMPT_SCHEMA
 from nexa_assets.taxonomy import TASK_TYPES
 from nexa_resources.journal import JOURNAL_ENV, Journal, journal_dir, recover_into
 from nexa_resources.lake import LakeResource, Lineage

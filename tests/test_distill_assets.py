@@ -22,7 +22,8 @@ from nexa_assets.distill.assets import distill_completions, distill_pairs, teach
 from nexa_assets.distill.task import messages as chat_messages
 from nexa_assets.raw.assets import raw_prompts
 from nexa_assets.sft.assets import sft_decontamination, sft_examples
-from nexa_assets.sft.package import EXAMPLE_SCHEMA, SftConfig, build_examples
+from nexa_assets.sft.package import SftConfig, build_examples
+from nexa_resources.tables.sft import EXAMPLE_SCHEMA
 from nexa_jobs.cli import _instance as cli_instance
 from nexa_jobs.instance import dagster_home
 from nexa_resources.inputs import InputsResource

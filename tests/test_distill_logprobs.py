@@ -15,7 +15,7 @@ from nexa_assets.distill.assets import collect_into_lake
 from nexa_assets.distill.logprobs import LOGPROBS_TABLE, load_local_teacher, score_answers, tokenizer_identity
 from nexa_assets.distill.logprobs_asset import distill_logprobs
 from nexa_assets.distill.task import teacher_request
-from nexa_assets.sft.package import EXAMPLE_SCHEMA
+from nexa_resources.tables.sft import EXAMPLE_SCHEMA
 from nexa_assets.text import content_hash
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import SamplingParams

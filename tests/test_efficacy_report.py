@@ -7,9 +7,9 @@ import math
 import polars as pl
 import pytest
 
-from nexa_assets.evaluate.schema import METRIC_SCHEMA, PREDICTION_SCHEMA, SCORE_SCHEMA
+from nexa_resources.tables.eval import METRIC_SCHEMA, PREDICTION_SCHEMA, SCORE_SCHEMA
 from nexa_assets.evaluate.stats import t_critical_95
-from nexa_assets.feedback.schema import WEAKNESS_SCHEMA
+from nexa_resources.tables.feedback import WEAKNESS_SCHEMA
 from nexa_jobs.efficacy import measure, side_by_side
 from nexa_resources.lake import Lineage
 

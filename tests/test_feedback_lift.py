@@ -8,7 +8,7 @@ import math
 import polars as pl
 import pytest
 
-from nexa_assets.evaluate.schema import SCORE_SCHEMA
+from nexa_resources.tables.eval import SCORE_SCHEMA
 from nexa_assets.feedback.lift import (
     CHANGE_SCHEMA,
     Lift,

@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from nexa_assets.evaluate.schema import METRIC_SCHEMA
+from nexa_resources.tables.eval import METRIC_SCHEMA
 from nexa_assets.evaluate.stats import mean_ci
 from nexa_assets.feedback.assets import FeedbackConfig, feedback_loop
 from nexa_jobs.feedback_sensor import feedback_sensor

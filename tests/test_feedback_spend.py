@@ -31,7 +31,7 @@ from nexa_assets.feedback.weakness import (
     gain_per_usd,
     spending_stop,
 )
-from nexa_assets.feedback.schema import STOP_REASONS
+from nexa_resources.tables.feedback import STOP_REASONS
 from nexa_assets.text import content_hash
 
 LLM_JUDGE = "gpt-4.1-mini"

@@ -8,11 +8,11 @@ import polars as pl
 import pytest
 
 from nexa_assets.evaluate.rubric import JudgeVerdict
-from nexa_assets.evaluate.schema import METRIC_SCHEMA, PREDICTION_SCHEMA, SCORE_SCHEMA
+from nexa_resources.tables.eval import METRIC_SCHEMA, PREDICTION_SCHEMA, SCORE_SCHEMA
 from nexa_assets.evaluate.scoring import cell_metrics, score_rows
 from nexa_assets.evaluate.stats import mean_ci, t_critical_95
 from nexa_assets.feedback.requests import allocate, build_requests, top_hints
-from nexa_assets.feedback.schema import REQUEST_SCHEMA
+from nexa_resources.tables.feedback import REQUEST_SCHEMA
 from nexa_assets.feedback.weakness import (
     ALL_CELLS_PASS,
     NO_IMPROVEMENT,

@@ -17,7 +17,7 @@ from nexa_assets.evaluate.reference import (
     teacher_habits,
 )
 from nexa_assets.evaluate.rubric import NO_REFERENCE, format_judge_messages, load_rubric
-from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA, PREDICTION_SCHEMA
+from nexa_resources.tables.eval import EVAL_PROMPT_SCHEMA, PREDICTION_SCHEMA
 from nexa_assets.evaluate.scoring import teacher_references
 from nexa_assets.evaluate.structural_judge import judge_structural_batch
 from nexa_resources.judge import STRUCTURAL_JUDGE_ID, JudgeResource

@@ -20,7 +20,7 @@ from nexa_assets.distill.assets import distill_completions, distill_pairs
 from nexa_assets.evaluate.assets import eval_scores
 from nexa_assets.evaluate.judge_costs import judge_spend
 from nexa_assets.evaluate.rubric import format_judge_messages, load_rubric
-from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA, PREDICTION_SCHEMA, SCORE_SCHEMA
+from nexa_resources.tables.eval import EVAL_PROMPT_SCHEMA, PREDICTION_SCHEMA, SCORE_SCHEMA
 from nexa_assets.evaluate.scoring import score_rows
 from nexa_assets.raw.assets import raw_prompts
 from nexa_jobs.loop_report import judge_by_round

@@ -11,7 +11,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from nexa_assets.feedback.schema import REQUEST_SCHEMA
+from nexa_resources.tables.feedback import REQUEST_SCHEMA
 from nexa_assets.raw.assets import raw_prompts
 from nexa_assets.sft.package import EvalIndex
 from nexa_resources.inputs import InputsResource

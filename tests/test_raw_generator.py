@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from nexa_assets.feedback.schema import REQUEST_SCHEMA
+from nexa_resources.tables.feedback import REQUEST_SCHEMA
 from nexa_assets.raw.feedback import fulfil_requests
 from nexa_assets.raw.generator import generate_prompts, vocabulary
 from nexa_assets.raw.ingest import GenerationRequest, ingest

@@ -35,7 +35,7 @@ from test_crash_recovery import _eval_prompts
 from nexa_assets.evaluate import node
 from nexa_assets.evaluate.assets import eval_predictions
 from nexa_assets.evaluate.remote import RemoteEvalFailed, answer_backend, answer_on_compute, eval_task
-from nexa_assets.evaluate.schema import PREDICTION_SCHEMA
+from nexa_resources.tables.eval import PREDICTION_SCHEMA
 from nexa_assets.train.register import checkpoint_row
 from nexa_resources.compute import ComputeResource, SkyBridge, override_sky_client
 from nexa_resources.inputs import split_s3_uri

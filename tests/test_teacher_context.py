@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 
 from nexa_assets.distill.assets import _regeneration_parents, teacher_requests
-from nexa_assets.distill.pairs import PAIR_SCHEMA, mark_chosen
+from nexa_assets.distill.pairs import mark_chosen
+from nexa_resources.tables.distill import PAIR_SCHEMA
 from nexa_assets.distill.task import format_messages, messages, templates, worked_example
 from nexa_assets.evaluate.structural_judge import judge_structural
 from nexa_resources.teacher import LOCAL_BEST_OF, LOCAL_REPETITION_PENALTY, TeacherResource

@@ -14,7 +14,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from nexa_assets.sft.package import EXAMPLE_SCHEMA
+from nexa_resources.tables.sft import EXAMPLE_SCHEMA
 from nexa_assets.text import content_hash
 from nexa_assets.train.config import TrainConfig
 from nexa_assets.train.data import (

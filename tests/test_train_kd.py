@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from nexa_assets.distill.logprobs import LOGPROBS_TABLE, load_local_teacher, score_answers
-from nexa_assets.sft.package import EXAMPLE_SCHEMA
+from nexa_resources.tables.sft import EXAMPLE_SCHEMA
 from nexa_assets.text import content_hash
 from nexa_assets.train.config import TrainConfig
 from nexa_resources.lake import LakeResource, Lineage
@@ -90,7 +90,7 @@ def test_tiny_student_trained_with_kd_brings_the_kl_term_down(kd_lake, tmp_path)
 def test_a_teacher_with_another_tokenizer_fails_at_once_naming_both(lake, tmp_path):
     rows = sft_rows(4)
     lake.write("sft/examples", rows, mode="merge", lineage=Lineage(run_id="test"))
-    from nexa_assets.distill.logprobs import LOGPROBS_SCHEMA
+    from nexa_resources.tables.distill import LOGPROBS_SCHEMA
 
     other = pl.DataFrame([{
         "request_id": rows["request_id"][0], "position": 0, "token": "1", "token_id": 7, "logprob": -0.1,

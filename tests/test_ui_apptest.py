@@ -15,7 +15,7 @@ import pytest
 import ui_lake  # tests/ui_lake.py (pytest puts tests/ on sys.path: no __init__.py there)
 from streamlit.testing.v1 import AppTest
 
-from nexa_assets.distill.pairs import METRICS
+from nexa_resources.tables.distill import METRICS
 from nexa_assets.evaluate.stats import t_critical_95
 
 APP = Path(__file__).resolve().parents[1] / "nexa_ui" / "app.py"

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import polars as pl
 
-from nexa_assets.distill.assets import COMPLETION_SCHEMA
-from nexa_assets.distill.pairs import METRICS, PAIR_SCHEMA
-from nexa_assets.evaluate.schema import METRIC_SCHEMA, PREDICTION_SCHEMA, SCORE_SCHEMA
+from nexa_resources.tables.distill import COMPLETION_SCHEMA
+from nexa_resources.tables.distill import METRICS, PAIR_SCHEMA
+from nexa_resources.tables.eval import METRIC_SCHEMA, PREDICTION_SCHEMA, SCORE_SCHEMA
 from nexa_assets.evaluate.stats import mean_ci
-from nexa_assets.feedback.schema import REQUEST_SCHEMA, WEAKNESS_SCHEMA
+from nexa_resources.tables.feedback import REQUEST_SCHEMA, WEAKNESS_SCHEMA
 from nexa_assets.feedback.spend import Cost, CostTables, Estimate, ledger_row, measured, round_costs
-from nexa_assets.raw.ingest import PROMPT_SCHEMA
+from nexa_resources.tables.raw import PROMPT_SCHEMA
 from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
-from nexa_assets.train.register import CHECKPOINT_SCHEMA
+from nexa_resources.tables.train import CHECKPOINT_SCHEMA
 from nexa_resources.lake import LakeResource, Lineage
 
 TEACHERS = {0: "SmolLM2-135M-Instruct", 1: "gpt-4o-mini"}

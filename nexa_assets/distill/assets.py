@@ -9,7 +9,7 @@ from pydantic import Field
 
 from nexa_assets.distill.collect import CollectStats, collect
 from nexa_assets.distill.filters import FilterConfig
-from nexa_assets.distill.pairs import METRICS, PAIR_SCHEMA, GateConfig, evaluate_pairs, mark_chosen
+from nexa_assets.distill.pairs import GateConfig, evaluate_pairs, mark_chosen
 from nexa_assets.distill.task import (
     OUTPUT_COLUMNS,
     format_messages,
@@ -23,31 +23,14 @@ from nexa_resources.journal import Journal, journal_dir, recover_into
 from nexa_resources.judge import JudgeCache, JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import run_sync
+from nexa_resources.tables import asset_key
+from nexa_resources.tables.distill import COMPLETION_SCHEMA, METRICS, PAIR_SCHEMA
 from nexa_resources.teacher import TeacherResource
 
-COMPLETIONS = dg.AssetKey(["distill", "completions"])
-PAIRS = dg.AssetKey(["distill", "pairs"])
-PROMPTS = dg.AssetKey(["raw", "prompts"])
+COMPLETIONS = asset_key("distill/completions")
+PAIRS = asset_key("distill/pairs")
+PROMPTS = asset_key("raw/prompts")
 
-COMPLETION_SCHEMA: dict[str, pl.DataType] = {
-    "request_id": pl.String(),
-    "prompt_id": pl.String(),
-    "teacher_model": pl.String(),
-    "template_version": pl.String(),
-    "system_prompt": pl.String(),
-    "user_prompt": pl.String(),
-    "completion": pl.String(),
-    "finish_reason": pl.String(),
-    "prompt_tokens": pl.Int64(),
-    "completion_tokens": pl.Int64(),
-    "latency_ms": pl.Float64(),
-    "cost_usd": pl.Float64(),
-    "attempts": pl.Int64(),
-    "error": pl.String(),
-    "regenerated_from": pl.String(),
-    "sample_index": pl.Int64(),
-    "worked_examples": pl.Int64(),
-}
 assert tuple(COMPLETION_SCHEMA) == OUTPUT_COLUMNS
 
 
@@ -195,7 +178,7 @@ def distill_completions(
     if config.max_prompts is not None:
         prompts = prompts.head(config.max_prompts)
     requests = teacher_requests(prompts, teacher)
-    lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
+    lineage = Lineage.from_context(context, resolve_round(context, config.round, lake))
     cached, stats = collect_into_lake(context, lake, teacher, requests, lineage, config.batch_size)
 
     table = lake.read("distill/completions", missing_ok=True)
@@ -319,7 +302,7 @@ def distill_pairs(
     judge: JudgeResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Filter and judge new completions, regenerate rejected ones, and merge the pairs."""
-    lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
+    lineage = Lineage.from_context(context, resolve_round(context, config.round, lake))
     filters, gate = config.filters(), config.gate()
     existing = lake.read("distill/pairs", missing_ok=True)
     judged = set(existing["request_id"]) if existing.height else set()

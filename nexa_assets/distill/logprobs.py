@@ -17,22 +17,9 @@ from typing import Any
 
 import polars as pl
 
+from nexa_resources.tables.distill import LOGPROBS_SCHEMA
+
 LOGPROBS_TABLE = "distill/logprobs"
-LOGPROBS_SCHEMA: dict[str, pl.DataType] = {
-    "request_id": pl.String(),
-    "position": pl.Int64(),  # index of the answer token (0 = first completion token)
-    "token": pl.String(),  # the answer's token at this position, as text
-    "token_id": pl.Int64(),  # its id in `tokenizer` (null when an endpoint's token text maps to no single id)
-    "logprob": pl.Float64(),  # the teacher's log-probability of that token
-    "top_tokens": pl.List(pl.String()),  # the teacher's k most likely tokens here, most likely first
-    "top_token_ids": pl.List(pl.Int64()),  # their ids (null entries where no single id matches)
-    "top_logprobs": pl.List(pl.Float64()),  # their log-probabilities (over the full vocabulary)
-    "top_k": pl.Int64(),
-    "tokenizer": pl.String(),  # tokenizer_identity(): vocabulary size and hash, or endpoint:<model> when unknown
-    "tokenizer_name": pl.String(),
-    "teacher_model": pl.String(),
-    "source": pl.String(),  # "endpoint" (returned with the answer) | "scored" (computed in-process)
-}
 MAX_TOP_K = 20  # OpenAI's limit for top_logprobs
 
 

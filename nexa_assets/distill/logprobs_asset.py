@@ -10,10 +10,11 @@ from nexa_assets.distill.logprobs import LOGPROBS_TABLE, load_local_teacher, sco
 from nexa_assets.distill.task import worked_example
 from nexa_assets.rounds import resolve_round, round_field
 from nexa_resources.lake import LakeResource, Lineage
+from nexa_resources.tables import asset_key
 from nexa_resources.teacher import TeacherResource
 
-LOGPROBS = dg.AssetKey(["distill", "logprobs"])
-EXAMPLES = dg.AssetKey(["sft", "examples"])
+LOGPROBS = asset_key("distill/logprobs")
+EXAMPLES = asset_key("sft/examples")
 
 
 class LogprobsConfig(dg.Config):
@@ -80,7 +81,7 @@ def distill_logprobs(
         if answers:
             model, tokenizer = load_local_teacher()
             rows = score_answers(answers, model, tokenizer, top_k=top_k, teacher_model=teacher.model_id)
-            lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
+            lineage = Lineage.from_context(context, resolve_round(context, config.round, lake))
             written = lake.write(LOGPROBS_TABLE, rows, mode="merge", lineage=lineage)
     else:
         context.log.info("a remote teacher's probabilities are stored as it answers (teacher top_logprobs)")

@@ -10,9 +10,8 @@ import polars as pl
 
 from nexa_assets.distill.filters import FilterConfig, apply_filters
 from nexa_assets.evaluate.rubric import JudgeVerdict
-from nexa_assets.evaluate.schema import JUDGE_COST_SCHEMA
+from nexa_resources.tables.distill import METRICS, PAIR_SCHEMA
 
-METRICS: tuple[str, ...] = ("correctness", "methodology", "specificity", "clarity", "hallucination_safety")
 JUDGE_UNPARSABLE = "judge_unparsable"
 JUDGE_REFUSED = "judge_refused"
 
@@ -24,24 +23,6 @@ class GateConfig:
     thresholds: Mapping[str, int] = field(default_factory=lambda: {m: 3 for m in METRICS})
 
 
-PAIR_SCHEMA: dict[str, pl.DataType] = {
-    "request_id": pl.String(),
-    "prompt_id": pl.String(),
-    "domain": pl.String(),
-    "task_type": pl.String(),
-    "passed": pl.Boolean(),
-    "reject_reasons": pl.List(pl.String()),
-    "judge_model": pl.String(),
-    "rubric_version": pl.String(),
-    **{f"score_{m}": pl.Int64() for m in METRICS},
-    "judge_mean": pl.Float64(),
-    "lacking": pl.String(),
-    "judge_error": pl.String(),
-    "regenerated_from": pl.String(),
-    "sample_index": pl.Int64(),
-    "chosen": pl.Boolean(),  # the prompt's selected sample: passed, best judge mean (ties: lower sample index)
-    **JUDGE_COST_SCHEMA,  # this row's verdict; 0 when a filter rejected it before the judge
-}
 
 
 def evaluate_pairs(

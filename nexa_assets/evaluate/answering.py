@@ -14,7 +14,7 @@ import polars as pl
 from nexa_assets.distill.task import FREE, worked_example
 from nexa_assets.evaluate.predict import pending_prompts, predict
 from nexa_assets.evaluate.remote import answer_on_compute
-from nexa_assets.evaluate.schema import PREDICTION_SCHEMA
+from nexa_resources.tables.eval import PREDICTION_SCHEMA
 from nexa_assets.train.trainer import TrainError, resolve_source
 from nexa_resources.journal import Journal, journal_dir, recover_into
 from nexa_resources.lake import LakeResource, Lineage

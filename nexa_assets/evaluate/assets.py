@@ -12,7 +12,7 @@ from nexa_assets.evaluate.judging import EvalSet, judge_predictions, scores_meta
 from nexa_assets.evaluate.predict import eval_set_hash
 from nexa_assets.evaluate.remote import ANSWER_BACKENDS, answer_backend
 from nexa_assets.evaluate.rubric import load_rubric
-from nexa_assets.evaluate.schema import EVAL_PROMPT_SCHEMA
+from nexa_resources.tables.eval import EVAL_PROMPT_SCHEMA
 from nexa_assets.evaluate.scoring import by_round, cell_metrics, score_rows
 from nexa_assets.evaluate.summary import metrics_metadata, overall_by_model, predictions_metadata
 from nexa_assets.metadata import counts, preview, table_metadata
@@ -23,13 +23,14 @@ from nexa_resources.judge import JudgeCache, JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import SamplingParams
 from nexa_resources.teacher import TeacherResource
+from nexa_resources.tables import asset_key
 
-RAW_PROMPTS = dg.AssetKey(["raw", "prompts"])
-CHECKPOINTS = dg.AssetKey(["train", "checkpoints"])
-EVAL_PROMPTS = dg.AssetKey(["eval", "prompts"])
-PREDICTIONS = dg.AssetKey(["eval", "predictions"])
-SCORES = dg.AssetKey(["eval", "scores"])
-METRICS = dg.AssetKey(["eval", "metrics"])
+RAW_PROMPTS = asset_key("raw/prompts")
+CHECKPOINTS = asset_key("train/checkpoints")
+EVAL_PROMPTS = asset_key("eval/prompts")
+PREDICTIONS = asset_key("eval/predictions")
+SCORES = asset_key("eval/scores")
+METRICS = asset_key("eval/metrics")
 
 
 class EvalPromptsConfig(dg.Config):

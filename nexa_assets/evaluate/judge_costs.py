@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from nexa_assets.evaluate.schema import JUDGE_COST_SCHEMA
 from nexa_assets.evaluate.scoring import PREDICTION_FAILED
+from nexa_resources.tables.eval import JUDGE_COST_SCHEMA
 
 JUDGE_SPEND_SCHEMA: dict[str, pl.DataType] = {
     "round": pl.Int64(),

@@ -14,10 +14,9 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from nexa_assets.distill.task import cost_usd, format_messages, messages, parse_answer
-from nexa_assets.evaluate.schema import MODEL_KINDS, PREDICTION_SCHEMA
 from nexa_assets.text import content_hash
 from nexa_resources.llm_client import ChatClient, SamplingParams
-
+from nexa_resources.tables.eval import MODEL_KINDS, PREDICTION_SCHEMA
 
 
 def eval_set_hash(prompt_ids: Sequence[str]) -> str:

@@ -16,10 +16,10 @@ from typing import Any
 import polars as pl
 import yaml
 
-from nexa_assets.evaluate.schema import PREDICTION_SCHEMA
 from nexa_assets.train.storage import s3_client
 from nexa_resources.compute import REPO_ROOT, ComputeError, ComputeResource, job_name
 from nexa_resources.inputs import split_s3_uri
+from nexa_resources.tables.eval import PREDICTION_SCHEMA
 
 EVAL_TASK_YAML = REPO_ROOT / "sky" / "eval.yaml"
 # Where a checkpoint's eval answers come from: auto = where it was trained.

@@ -8,8 +8,8 @@ from typing import Any
 import polars as pl
 
 from nexa_assets.evaluate.rubric import JudgeVerdict
-from nexa_assets.evaluate.schema import METRIC_SCHEMA, SCORE_SCHEMA
 from nexa_assets.evaluate.stats import mean_ci
+from nexa_resources.tables.eval import METRIC_SCHEMA, SCORE_SCHEMA
 
 PREDICTION_FAILED = "prediction_failed"
 

@@ -18,18 +18,19 @@ from nexa_assets.rounds import resolve_round
 from nexa_assets.train.registry import newest_checkpoint
 from nexa_resources.judge import JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
+from nexa_resources.tables import asset_key
 
-METRICS = dg.AssetKey(["eval", "metrics"])
-SCORES = dg.AssetKey(["eval", "scores"])
-WEAKNESSES = dg.AssetKey(["feedback", "weaknesses"])
-REQUESTS = dg.AssetKey(["feedback", "requests"])
-ROUNDS = dg.AssetKey(["feedback", "rounds"])
+METRICS = asset_key("eval/metrics")
+SCORES = asset_key("eval/scores")
+WEAKNESSES = asset_key("feedback/weaknesses")
+REQUESTS = asset_key("feedback/requests")
+ROUNDS = asset_key("feedback/rounds")
 # The tables whose cost columns the ledger sums.
 COST_SOURCES = [
-    dg.AssetKey(["distill", "completions"]),
-    dg.AssetKey(["distill", "pairs"]),
-    dg.AssetKey(["train", "checkpoints"]),
-    dg.AssetKey(["eval", "predictions"]),
+    asset_key("distill/completions"),
+    asset_key("distill/pairs"),
+    asset_key("train/checkpoints"),
+    asset_key("eval/predictions"),
     SCORES,
 ]
 

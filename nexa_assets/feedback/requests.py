@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from nexa_assets.feedback.schema import REQUEST_SCHEMA
+from nexa_resources.tables.feedback import REQUEST_SCHEMA
 
 MAX_HINTS = 3
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from nexa_assets.evaluate.judge_costs import format_usd, judge_spend
-from nexa_assets.feedback.schema import ROUND_SCHEMA
+from nexa_resources.tables.feedback import ROUND_SCHEMA
 
 if TYPE_CHECKING:
     from nexa_resources.lake import LakeResource

@@ -9,21 +9,18 @@ from pydantic import Field
 
 from nexa_assets.metadata import counts, preview
 from nexa_assets.raw.feedback import Fulfilment, fulfil_requests
-from nexa_assets.raw.ingest import (
-    PROMPT_SCHEMA,
-    REJECT_SCHEMA,
-    GenerationRequest,
-    ingest,
-)
+from nexa_assets.raw.ingest import GenerationRequest, ingest
 from nexa_assets.raw.validate import EVAL_PER_CELL, ValidationRules
 from nexa_assets.rounds import resolve_round, round_field
 from nexa_assets.sft.package import EvalIndex, SftConfig
 from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
 from nexa_resources.inputs import InputsResource
 from nexa_resources.lake import LakeResource, Lineage
+from nexa_resources.tables import asset_key
+from nexa_resources.tables.raw import PROMPT_SCHEMA, REJECT_SCHEMA
 
-PROMPTS = dg.AssetKey(["raw", "prompts"])
-REJECTS = dg.AssetKey(["raw", "rejects"])
+PROMPTS = asset_key("raw/prompts")
+REJECTS = asset_key("raw/rejects")
 
 
 class RawPromptsConfig(dg.Config):
@@ -154,7 +151,7 @@ def raw_prompts(
             "lake keeps its eval set. Start a fresh lake to split by the current rule."
         )
 
-    lineage = Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake))
+    lineage = Lineage.from_context(context, resolve_round(context, config.round, lake))
     wrote = lake.write("raw/prompts", result.prompts, mode="merge", lineage=lineage, update_matched=False)
     # A reject read again keeps its lineage; only a changed reason or raw text is rewritten.
     wrote_rejects = lake.write(
@@ -253,7 +250,7 @@ def _fulfil_feedback(
             "raw/prompts",
             bought.select(*PROMPT_SCHEMA),
             mode="merge",
-            lineage=Lineage(run_id=context.run.run_id, round=int(for_round)),
+            lineage=Lineage.from_context(context, int(for_round)),
             update_if_changed=("bought_for_round",),
         )
     for (for_round,), prompts in fed.prompts.partition_by("for_round", as_dict=True).items():
@@ -261,7 +258,7 @@ def _fulfil_feedback(
             "raw/prompts",
             prompts.drop("for_round"),
             mode="merge",
-            lineage=Lineage(run_id=context.run.run_id, round=int(for_round)),
+            lineage=Lineage.from_context(context, int(for_round)),
             update_matched=False,
         )
     # The request rows keep their own lineage (the round that found the weakness); fulfilled_by says who did it.

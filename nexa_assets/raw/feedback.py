@@ -21,11 +21,11 @@ from typing import Any
 import polars as pl
 
 from nexa_assets.raw.generator import generate_prompts, vocabulary
-from nexa_assets.raw.ingest import PROMPT_SCHEMA
 from nexa_assets.raw.readers import RawRecord
 from nexa_assets.raw.validate import ValidationRules, prompt_id, validate_records
 from nexa_assets.sft.package import EvalIndex
 from nexa_assets.text import content_hash
+from nexa_resources.tables.raw import PROMPT_SCHEMA
 
 # Origins of prompts the teacher answers only up to its per-cell cap, unless bought.
 POOL_ORIGINS = ("seed", "generated")

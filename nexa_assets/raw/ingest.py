@@ -12,30 +12,10 @@ import polars as pl
 from nexa_assets.raw.generator import generate_prompts, vocabulary
 from nexa_assets.raw.readers import RawRecord, parse_file
 from nexa_assets.raw.validate import ValidationRules, validate_records
+from nexa_resources.tables.raw import PROMPT_SCHEMA, REJECT_SCHEMA
 
 SEED_PACK_FILE = "seed_pack.jsonl"
 
-PROMPT_SCHEMA: dict[str, pl.DataType] = {
-    "prompt_id": pl.String(),
-    "domain": pl.String(),
-    "task_type": pl.String(),
-    "instruction": pl.String(),
-    "context": pl.String(),
-    "source": pl.String(),
-    "locator": pl.String(),
-    "origin": pl.String(),
-    "split": pl.String(),
-    # The round whose feedback bought this built-in train prompt past the teacher's per-cell cap; null: not bought.
-    "bought_for_round": pl.Int64(),
-}
-REJECT_SCHEMA: dict[str, pl.DataType] = {
-    "reject_id": pl.String(),
-    "source": pl.String(),
-    "locator": pl.String(),
-    "reason_code": pl.String(),
-    "reason": pl.String(),
-    "raw": pl.String(),
-}
 
 
 @dataclass(frozen=True)

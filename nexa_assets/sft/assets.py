@@ -8,11 +8,13 @@ from pydantic import Field
 
 from nexa_assets.metadata import counts, preview
 from nexa_assets.rounds import resolve_round, round_field
-from nexa_assets.sft.package import EXAMPLE_SCHEMA, EvalIndex, SftConfig, build_examples
+from nexa_assets.sft.package import EvalIndex, SftConfig, build_examples
 from nexa_resources.lake import LakeResource, Lineage
+from nexa_resources.tables import asset_key
+from nexa_resources.tables.sft import EXAMPLE_SCHEMA
 
-EXAMPLES = dg.AssetKey(["sft", "examples"])
-PAIRS = dg.AssetKey(["distill", "pairs"])
+EXAMPLES = asset_key("sft/examples")
+PAIRS = asset_key("distill/pairs")
 
 
 class ExamplesConfig(dg.Config):
@@ -56,7 +58,7 @@ def sft_examples(
         "sft/examples",
         examples,
         mode="merge",
-        lineage=Lineage(run_id=context.run.run_id, round=resolve_round(context, config.round, lake)),
+        lineage=Lineage.from_context(context, resolve_round(context, config.round, lake)),
         update_matched=False,
         delete_unmatched=True,
     )

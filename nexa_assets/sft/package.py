@@ -12,20 +12,7 @@ import polars as pl
 from nexa_assets.distill.filters import near_duplicate_indices
 from nexa_assets.distill.task import format_messages
 from nexa_assets.text import content_hash, hash_fraction, normalize
-
-MESSAGE = pl.Struct({"role": pl.String(), "content": pl.String()})
-EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
-    "example_id": pl.String(),
-    "prompt_id": pl.String(),
-    "request_id": pl.String(),
-    "messages": pl.List(MESSAGE),
-    "prompt": pl.String(),
-    "completion": pl.String(),
-    "domain": pl.String(),
-    "task_type": pl.String(),
-    "split": pl.String(),
-    "judge_mean": pl.Float64(),
-}
+from nexa_resources.tables.sft import EXAMPLE_SCHEMA
 
 
 @dataclass(frozen=True)

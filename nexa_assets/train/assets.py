@@ -15,10 +15,11 @@ from nexa_assets.train.presets import PRESETS
 from nexa_assets.train.register import artifact_uri, checkpoint_id, checkpoint_row
 from nexa_assets.train.report import checkpoint_metadata
 from nexa_resources.lake import LakeResource, Lineage
+from nexa_resources.tables import asset_key
 
-CHECKPOINTS = dg.AssetKey(["train", "checkpoints"])
-EXAMPLES = dg.AssetKey(["sft", "examples"])
-LOGPROBS = dg.AssetKey(["distill", "logprobs"])  # kd trains on them; a round scores its SFT rows before training
+CHECKPOINTS = asset_key("train/checkpoints")
+EXAMPLES = asset_key("sft/examples")
+LOGPROBS = asset_key("distill/logprobs")  # kd trains on them; a round scores its SFT rows before training
 
 
 DEFAULTS = TrainConfig()
