@@ -44,7 +44,7 @@ class JudgeVerdict:
     scores: dict[str, int] | None  # None when the judge's answer was unusable; never a 0 score
     lacking: dict[str, str]  # metric → what was lacking, a hint for the prompt generator
     error: str | None  # "judge_unparsable: <why>", "judge_refused: <why>" or another recorded failure
-    # What this verdict cost (columns described in nexa_assets/evaluate/schema.py JUDGE_COST_SCHEMA).
+    # What this verdict cost (columns described in nexa_resources/tables/eval.py JUDGE_COST_SCHEMA).
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = 0.0

@@ -118,7 +118,7 @@ def score_rows(
 
 
 def split_cost(verdict: JudgeVerdict | None, parts: int) -> list[dict[str, Any]]:
-    """One verdict's tokens and $ over its `parts` metric rows, so that their sums are the verdict's (schema.py)."""
+    """One verdict's tokens and $ over its `parts` metric rows, so that their sums are the verdict's (tables/eval.py)."""
     prompt, completion = (verdict.prompt_tokens, verdict.completion_tokens) if verdict else (0, 0)
     usd = verdict.cost_usd if verdict else 0.0
     return [
