@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 
 from nexa_resources.lake import LakeResource, WriteResult
+from nexa_resources.tables import asset_key
 
 PREVIEW_ROWS = 5
 CELL_CHARS = 80
@@ -56,3 +57,11 @@ def rounded_table(df: pl.DataFrame, columns: Sequence[str], rounded: Sequence[st
     """A Markdown table of `columns`, those in `rounded` to 3 decimals."""
     picked = df.select([pl.col(c).round(3) if c in rounded else pl.col(c) for c in columns])
     return dg.MetadataValue.md(markdown_table(picked, rows=rows))
+
+
+def materialization(
+    table: str, written: WriteResult | None, lake: LakeResource, rows: int, **extra: Any
+) -> dg.MaterializeResult:
+    """A table's MaterializeResult: the write's metadata (else the table's Delta version), row count, then `extra`."""
+    wrote = written.metadata() if written is not None else {"delta_version": lake.version(table)}
+    return dg.MaterializeResult(asset_key=asset_key(table), metadata={**wrote, "dagster/row_count": rows, **extra})

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from nexa_resources.lake import LakeResource
+from nexa_resources.lake import LakeResource, Lineage
 
 ROUND_TAG = "nexa/round"
 FOCUS_TAG = "nexa/focus_cells"
@@ -43,3 +43,8 @@ def resolve_round(context: Any, configured: int | None, lake: LakeResource) -> i
         except ValueError:
             raise ValueError(f"run tag {ROUND_TAG}={tag!r} is not an integer round") from None
     return latest_round(lake)
+
+
+def run_lineage(context: Any, configured: int | None, lake: LakeResource) -> Lineage:
+    """The lineage of what a run writes: its run id and its round (`resolve_round`)."""
+    return Lineage.from_context(context, resolve_round(context, configured, lake))

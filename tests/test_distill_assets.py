@@ -18,7 +18,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from nexa_assets.distill.assets import distill_completions, distill_pairs, teacher_requests
+from nexa_assets.distill.assets import distill_completions, distill_pairs
+from nexa_assets.distill.completions import teacher_requests
 from nexa_assets.distill.task import messages as chat_messages
 from nexa_assets.raw.assets import raw_prompts
 from nexa_assets.sft.assets import sft_decontamination, sft_examples

@@ -11,7 +11,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from nexa_assets.distill.assets import collect_into_lake
+from nexa_assets.distill.completions import collect_into_lake
 from nexa_assets.distill.logprobs import LOGPROBS_TABLE, load_local_teacher, score_answers, tokenizer_identity
 from nexa_assets.distill.logprobs_asset import distill_logprobs
 from nexa_assets.distill.task import teacher_request

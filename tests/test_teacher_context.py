@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from nexa_assets.distill.assets import _regeneration_parents, teacher_requests
+from nexa_assets.distill.completions import teacher_requests
+from nexa_assets.distill.judging import regeneration_parents as _regeneration_parents
 from nexa_assets.distill.pairs import mark_chosen
 from nexa_resources.tables.distill import PAIR_SCHEMA
 from nexa_assets.distill.task import format_messages, messages, templates, worked_example

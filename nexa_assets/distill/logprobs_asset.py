@@ -8,8 +8,9 @@ from pydantic import Field
 
 from nexa_assets.distill.logprobs import LOGPROBS_TABLE, load_local_teacher, score_answers
 from nexa_assets.distill.task import worked_example
-from nexa_assets.rounds import resolve_round, round_field
-from nexa_resources.lake import LakeResource, Lineage
+from nexa_assets.metadata import materialization
+from nexa_assets.rounds import round_field, run_lineage
+from nexa_resources.lake import LakeResource
 from nexa_resources.tables import asset_key
 from nexa_resources.teacher import TeacherResource
 
@@ -81,8 +82,7 @@ def distill_logprobs(
         if answers:
             model, tokenizer = load_local_teacher()
             rows = score_answers(answers, model, tokenizer, top_k=top_k, teacher_model=teacher.model_id)
-            lineage = Lineage.from_context(context, resolve_round(context, config.round, lake))
-            written = lake.write(LOGPROBS_TABLE, rows, mode="merge", lineage=lineage)
+            written = lake.write(LOGPROBS_TABLE, rows, mode="merge", lineage=run_lineage(context, config.round, lake))
     else:
         context.log.info("a remote teacher's probabilities are stored as it answers (teacher top_logprobs)")
     if not lake.exists(LOGPROBS_TABLE):
@@ -90,16 +90,15 @@ def distill_logprobs(
     table = lake.read(LOGPROBS_TABLE, columns=["request_id", "tokenizer"])
     sft_ids = lake.read("sft/examples", columns=["request_id"])["request_id"].unique()
     covered = table.filter(pl.col("request_id").is_in(sft_ids.implode()))["request_id"].n_unique()
-    yield dg.MaterializeResult(
-        asset_key=LOGPROBS,
-        metadata={
-            "enabled": True,
-            **(written.metadata() if written is not None else {"delta_version": lake.version(LOGPROBS_TABLE)}),
-            "dagster/row_count": table.height,
-            "answers": table["request_id"].n_unique(),
-            "sft_rows_covered": covered,
-            "sft_rows": sft_ids.len(),
-            "top_k": top_k,
-            "tokenizers": dg.MetadataValue.json(sorted(table["tokenizer"].unique().to_list())),
-        },
+    yield materialization(
+        LOGPROBS_TABLE,
+        written,
+        lake,
+        table.height,
+        enabled=True,
+        answers=table["request_id"].n_unique(),
+        sft_rows_covered=covered,
+        sft_rows=sft_ids.len(),
+        top_k=top_k,
+        tokenizers=dg.MetadataValue.json(sorted(table["tokenizer"].unique().to_list())),
     )
