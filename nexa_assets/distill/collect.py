@@ -12,7 +12,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from nexa_assets.distill.task import cost_usd, messages, parse_answer
-from nexa_resources.llm_client import ChatClient, SamplingParams
+from nexa_resources.llm_client import ChatClient, ChatResult, SamplingParams
 
 
 @dataclass
@@ -39,6 +39,17 @@ class CollectStats:
     @property
     def error_rate(self) -> float:
         return self.errors / self.done if self.done else 0.0
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Count one answered request (its tokens, $ and error)."""
+        self.done += 1
+        self.prompt_tokens += row["prompt_tokens"]
+        self.completion_tokens += row["completion_tokens"]
+        cost = row["cost_usd"]
+        self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + cost
+        if row["error"] is not None:
+            self.errors += 1
+            self.error_kinds[row["error"].split(":")[0]] += 1
 
     def line(self) -> str:
         return (
@@ -77,70 +88,88 @@ async def collect(
     stats = CollectStats(total=len(requests))
     by_id = {r["request_id"]: r for r in requests}
     items = [(r["request_id"], messages(r["system_prompt"], r["user_prompt"], r.get("shots") or ())) for r in requests]
-    pending: list[dict[str, Any]] = []
-    merging: asyncio.Task[None] | None = None
-    last_log = last_merge = time.monotonic()
+    merger = _Merger(on_batch, batch_size, flush_every_s, min_merge_interval_s)
+    last_log = time.monotonic()
     bar = tqdm(total=len(requests), desc=f"teacher {model_id}", unit="req", disable=not progress, mininterval=1.0)
-
-    def merge_if_due(force: bool = False) -> None:
-        # One merge at a time, off the event loop; rows finishing meanwhile pile up and go in the next
-        # one. A merge scans the target table, so fewer, larger merges keep up with any request rate.
-        nonlocal merging, last_merge
-        if merging is not None:
-            if not merging.done():
-                return
-            merging.result()  # surface a failed merge
-            merging = None
-        since = time.monotonic() - last_merge
-        due = (len(pending) >= batch_size and since >= min_merge_interval_s) or since >= flush_every_s
-        if pending and (force or due):
-            batch = pending.copy()
-            pending.clear()
-            last_merge = time.monotonic()
-            merging = asyncio.create_task(asyncio.to_thread(on_batch, batch))
-
     try:
         async for key, result in client.stream(items, params):
-            completion, error = parse_answer(result)
-            cost = cost_usd(result.prompt_tokens, result.completion_tokens, price)
-            row = {
-                **by_id[key],
-                "teacher_model": model_id,
-                "completion": completion,
-                "finish_reason": result.finish_reason,
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
-                "latency_ms": round(result.latency_ms, 1),
-                "cost_usd": cost,
-                "attempts": result.attempts,
-                "error": error,
-            }
-            if result.logprobs is not None:  # only when asked (SamplingParams.top_logprobs): distill/logprobs rows
-                row["logprobs"] = result.logprobs
+            row = answer_row(by_id[key], result, model_id, price)
             if on_row is not None:
                 on_row(row)
-            pending.append(row)
-            stats.done += 1
-            stats.prompt_tokens += result.prompt_tokens
-            stats.completion_tokens += result.completion_tokens
-            stats.cost_usd = None if cost is None or stats.cost_usd is None else stats.cost_usd + cost
-            if error is not None:
-                stats.errors += 1
-                stats.error_kinds[error.split(":")[0]] += 1
+            merger.pending.append(row)
+            stats.record(row)
             bar.update(1)
-            merge_if_due()
+            merger.merge_if_due()
             if log is not None and time.monotonic() - last_log >= log_every_s:
                 log(stats.line())
                 last_log = time.monotonic()
-        if merging is not None:
-            await merging
-            merging = None
-        merge_if_due(force=True)
-        if merging is not None:
-            await merging
+        await merger.drain()
     finally:
         bar.close()
         await client.aclose()
     if log is not None:
         log(stats.line())
     return stats
+
+
+def answer_row(
+    request: dict[str, Any], result: ChatResult, model_id: str, price: tuple[float, float] | None
+) -> dict[str, Any]:
+    """The distill/completions row of one answered request: the answer, usage, latency, cost and error."""
+    completion, error = parse_answer(result)
+    row = {
+        **request,
+        "teacher_model": model_id,
+        "completion": completion,
+        "finish_reason": result.finish_reason,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "latency_ms": round(result.latency_ms, 1),
+        "cost_usd": cost_usd(result.prompt_tokens, result.completion_tokens, price),
+        "attempts": result.attempts,
+        "error": error,
+    }
+    if result.logprobs is not None:  # only when asked (SamplingParams.top_logprobs): distill/logprobs rows
+        row["logprobs"] = result.logprobs
+    return row
+
+
+@dataclass
+class _Merger:
+    """Hands finished rows to `on_batch`, one merge at a time, off the event loop.
+
+    Rows finishing meanwhile pile up and go in the next one. A merge scans the target table, so fewer,
+    larger merges keep up with any request rate.
+    """
+
+    on_batch: Callable[[list[dict[str, Any]]], None]
+    batch_size: int
+    flush_every_s: float
+    min_merge_interval_s: float
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    merging: asyncio.Task[None] | None = None
+    last_merge: float = field(default_factory=time.monotonic)
+
+    def merge_if_due(self, force: bool = False) -> None:
+        if self.merging is not None:
+            if not self.merging.done():
+                return
+            self.merging.result()  # surface a failed merge
+            self.merging = None
+        since = time.monotonic() - self.last_merge
+        full = len(self.pending) >= self.batch_size and since >= self.min_merge_interval_s
+        due = full or since >= self.flush_every_s
+        if self.pending and (force or due):
+            batch = self.pending.copy()
+            self.pending.clear()
+            self.last_merge = time.monotonic()
+            self.merging = asyncio.create_task(asyncio.to_thread(self.on_batch, batch))
+
+    async def drain(self) -> None:
+        """Wait for the merge under way, then merge what is left."""
+        if self.merging is not None:
+            await self.merging
+            self.merging = None
+        self.merge_if_due(force=True)
+        if self.merging is not None:
+            await self.merging

@@ -15,16 +15,18 @@ shares a word run with a held-out prompt (the rule sft/examples' decontamination
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import dagster as dg
 import polars as pl
 
 from nexa_assets.raw.generator import generate_prompts, vocabulary
 from nexa_assets.raw.readers import RawRecord
 from nexa_assets.raw.validate import ValidationRules, prompt_id, validate_records
-from nexa_assets.sft.package import EvalIndex
+from nexa_assets.sft.package import EvalIndex, SftConfig
 from nexa_assets.text import content_hash
+from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.tables.raw import PROMPT_SCHEMA
 
 # Origins of prompts the teacher answers only up to its per-cell cap, unless bought.
@@ -61,66 +63,85 @@ def fulfil_requests(
     Each new prompt asks for what the judge found lacking (the request's hints). Deterministic: the same
     open requests over the same lake give the same prompts.
     """
-    rules = rules or ValidationRules()
-    source = f"generator:v{vocabulary().version}"
-    taken: dict[str, str] = dict(existing)
-    prompts: list[dict[str, Any]] = []
-    done: list[dict[str, Any]] = []
-    short: dict[str, int] = {}
-    pool = _pool(stored)
-    bought: list[pl.DataFrame] = []
-    for request in requests.filter(pl.col("status") == "open").iter_rows(named=True):
-        domain, task_type, want = request["domain"], request["task_type"], int(request["n_prompts"])
-        prefix = f"feedback:round={request['for_round']}:{domain}/{task_type}/"
-        # Prompts written or bought for this request by an earlier run that stopped before marking it done.
-        earlier = sorted(pid for pid, locator in existing.items() if locator.startswith(prefix))
-        cell = (pl.col("domain") == domain) & (pl.col("task_type") == task_type)
-        earlier += pool.filter(cell & (pl.col("bought_for_round") == request["for_round"]))["prompt_id"].to_list()
-        want -= len(earlier)
-        if want > 0:
-            take = pool.filter(cell & pl.col("bought_for_round").is_null()).sort("prompt_id", descending=True).head(want)
-            take = take.with_columns(pl.lit(request["for_round"], dtype=pl.Int64()).alias("bought_for_round"))
-            pool = pool.update(take.select("prompt_id", "bought_for_round"), on="prompt_id")
-            bought.append(take)
-            earlier += take["prompt_id"].to_list()
-            want -= take.height
-        capacity = vocabulary().capacity(domain, task_type)
-        candidates = generate_prompts(
-            domain,
-            task_type,
-            min(capacity, max(want, 0) * _OVERSAMPLE),
-            seed=_seed(request["for_round"], domain, task_type),
-            hints=request["hints"] or (),
-        )
-        fresh = [] if want <= 0 else [
-            c
-            for c in candidates
-            if prompt_id(domain, task_type, c["instruction"], c["context"]) not in taken
-            and not (held_out is not None and held_out.contaminated(c["instruction"], c["context"]))
-        ][:want]
-        records = [
-            RawRecord(
-                source=source,
-                locator=f"{prefix}{len(earlier) + i}",
-                raw=c["instruction"],
-                fields={k: v for k, v in c.items() if k != "locator"},
-            )
-            for i, c in enumerate(fresh)
-        ]
-        good, _ = validate_records(records, origin="feedback", rules=rules, existing=taken, seen={})
-        for row in good:
-            taken[row["prompt_id"]] = row["locator"]
-            prompts.append({**row, "for_round": request["for_round"]})
-        if len(good) < want:
-            short[f"{domain}/{task_type}"] = want - len(good)
-        done.append({**request, "status": "done", "fulfilled_by": run_id, "prompt_ids": earlier + [r["prompt_id"] for r in good]})
-    schema = {**PROMPT_SCHEMA, "for_round": pl.Int64()}
+    state = _State(rules or ValidationRules(), held_out, dict(existing), _pool(stored))
+    done = [
+        _fulfil_one(request, existing, run_id, state)
+        for request in requests.filter(pl.col("status") == "open").iter_rows(named=True)
+    ]
     return Fulfilment(
-        prompts=pl.DataFrame(prompts, schema=schema),
+        prompts=pl.DataFrame(state.prompts, schema={**PROMPT_SCHEMA, "for_round": pl.Int64()}),
         requests=pl.DataFrame(done, schema=requests.schema) if done else requests.clear(),
-        short=short,
-        bought=pl.concat(bought) if bought else pool.clear(),
+        short=state.short,
+        bought=pl.concat(state.bought) if state.bought else state.pool.clear(),
     )
+
+
+@dataclass
+class _State:
+    """What fulfilling requests one after another has taken so far."""
+
+    rules: ValidationRules
+    held_out: EvalIndex | None
+    taken: dict[str, str]  # prompt_id → locator of every prompt in the lake or made in this run
+    pool: pl.DataFrame
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+    bought: list[pl.DataFrame] = field(default_factory=list)
+    short: dict[str, int] = field(default_factory=dict)
+
+
+def _fulfil_one(request: dict[str, Any], existing: Mapping[str, str], run_id: str, state: _State) -> dict[str, Any]:
+    """Buy and generate the prompts of one open request; returns the request, now done."""
+    domain, task_type, want = request["domain"], request["task_type"], int(request["n_prompts"])
+    prefix = f"feedback:round={request['for_round']}:{domain}/{task_type}/"
+    # Prompts written or bought for this request by an earlier run that stopped before marking it done.
+    earlier = sorted(pid for pid, locator in existing.items() if locator.startswith(prefix))
+    cell = (pl.col("domain") == domain) & (pl.col("task_type") == task_type)
+    earlier += state.pool.filter(cell & (pl.col("bought_for_round") == request["for_round"]))["prompt_id"].to_list()
+    want -= len(earlier)
+    if want > 0:
+        take = state.pool.filter(cell & pl.col("bought_for_round").is_null()).sort("prompt_id", descending=True)
+        take = take.head(want).with_columns(pl.lit(request["for_round"], dtype=pl.Int64()).alias("bought_for_round"))
+        state.pool = state.pool.update(take.select("prompt_id", "bought_for_round"), on="prompt_id")
+        state.bought.append(take)
+        earlier += take["prompt_id"].to_list()
+        want -= take.height
+    good = _generate(request, prefix, len(earlier), max(want, 0), state) if want > 0 else []
+    for row in good:
+        state.taken[row["prompt_id"]] = row["locator"]
+        state.prompts.append({**row, "for_round": request["for_round"]})
+    if len(good) < want:
+        state.short[f"{domain}/{task_type}"] = want - len(good)
+    return {**request, "status": "done", "fulfilled_by": run_id, "prompt_ids": earlier + [r["prompt_id"] for r in good]}
+
+
+def _generate(request: dict[str, Any], prefix: str, start: int, want: int, state: _State) -> list[dict[str, Any]]:
+    """Up to `want` new valid prompts for the request's cell, none taken or contaminated, located after `start`."""
+    domain, task_type = request["domain"], request["task_type"]
+    candidates = generate_prompts(
+        domain,
+        task_type,
+        min(vocabulary().capacity(domain, task_type), want * _OVERSAMPLE),
+        seed=_seed(request["for_round"], domain, task_type),
+        hints=request["hints"] or (),
+    )
+    fresh = [
+        c
+        for c in candidates
+        if prompt_id(domain, task_type, c["instruction"], c["context"]) not in state.taken
+        and not (state.held_out is not None and state.held_out.contaminated(c["instruction"], c["context"]))
+    ][:want]
+    source = f"generator:v{vocabulary().version}"
+    records = [
+        RawRecord(
+            source=source,
+            locator=f"{prefix}{start + i}",
+            raw=c["instruction"],
+            fields={k: v for k, v in c.items() if k != "locator"},
+        )
+        for i, c in enumerate(fresh)
+    ]
+    good, _ = validate_records(records, origin="feedback", rules=state.rules, existing=state.taken, seen={})
+    return good
 
 
 def _pool(stored: pl.DataFrame | None) -> pl.DataFrame:
@@ -130,3 +151,49 @@ def _pool(stored: pl.DataFrame | None) -> pl.DataFrame:
     if "bought_for_round" not in stored.columns:
         stored = stored.with_columns(pl.lit(None, dtype=pl.Int64()).alias("bought_for_round"))
     return stored.filter((pl.col("split") == "train") & pl.col("origin").is_in(POOL_ORIGINS))
+
+
+def fulfil_into_lake(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    rules: ValidationRules,
+    known: dict[str, str],
+    *,
+    from_pool: bool,
+) -> Fulfilment | None:
+    """Buy the prompts that open feedback requests ask for (`known`: prompt_id → locator of every prompt in
+    the lake): mark unanswered built-in train prompts of the cell bought (`from_pool`), generate the rest,
+    then mark those requests done."""
+    requests = lake.read("feedback/requests", missing_ok=True)
+    if requests.is_empty() or requests.filter(pl.col("status") == "open").is_empty():
+        return None
+    # No targeted prompt may share a word run with a held-out prompt (the judge's hints are free text).
+    stored = lake.read("raw/prompts", missing_ok=True)
+    eval_rows = stored.filter(pl.col("split") == "eval").iter_rows(named=True) if not stored.is_empty() else ()
+    held_out = EvalIndex.build(eval_rows, SftConfig.contamination_ngram)
+    fed = fulfil_requests(
+        requests, known, run_id=context.run.run_id, rules=rules, held_out=held_out, stored=stored if from_pool else None
+    )
+    for (for_round,), bought in fed.bought.partition_by("bought_for_round", as_dict=True).items():
+        lineage = Lineage.from_context(context, int(for_round))
+        lake.write(
+            "raw/prompts", bought.select(*PROMPT_SCHEMA), mode="merge", lineage=lineage,
+            update_if_changed=("bought_for_round",),
+        )
+    for (for_round,), prompts in fed.prompts.partition_by("for_round", as_dict=True).items():
+        lineage = Lineage.from_context(context, int(for_round))
+        lake.write("raw/prompts", prompts.drop("for_round"), mode="merge", lineage=lineage, update_matched=False)
+    # The request rows keep their own lineage (the round that found the weakness); fulfilled_by says who did it.
+    lake.write("feedback/requests", fed.requests, mode="merge")
+    _log_fulfilment(context, fed)
+    return fed
+
+
+def _log_fulfilment(context: dg.AssetExecutionContext, fed: Fulfilment) -> None:
+    cells = ", ".join(f"{r['domain']}/{r['task_type']} ×{len(r['prompt_ids'])}" for r in fed.requests.iter_rows(named=True))
+    context.log.info(
+        f"feedback: {fed.bought.height} unanswered train prompts bought and {fed.prompts.height} generated for "
+        f"{fed.requests.height} requests ({cells})"
+    )
+    for cell, missing in fed.short.items():
+        context.log.warning(f"feedback: the generator has no more distinct prompts for {cell} ({missing} short)")

@@ -15,7 +15,7 @@ The split (DESIGN §1), decided once when a prompt is first written and never ch
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,56 +114,64 @@ def validate_records(
     prompts: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     records = list(records)
-    seed_eval: frozenset[str] = frozenset()
-    if origin == "seed":
-        # Rank over every valid row of the pack, before duplicates against the lake are dropped, so a
-        # prompt's split depends on the seed pack alone.
-        valid = [_key(r) for r in records if r.fields is not None and not _field_problem(r, rules)]
-        seed_eval = seed_eval_ids([(d, t, prompt_id(d, t, i, c)) for d, t, i, c in valid], rules.eval_per_cell)
-
-    def reject(record: RawRecord, code: str, message: str) -> None:
-        rejects.append(
-            {
-                "reject_id": reject_id(record.source, record.locator),
-                "source": record.source,
-                "locator": record.locator,
-                "reason_code": code,
-                "reason": message,
-                "raw": record.raw,
-            }
-        )
-
+    seed_eval = _seed_eval(records, rules) if origin == "seed" else frozenset()
     for record in records:
         if record.fields is None:
-            reject(record, record.error_code or "unparsable_file", record.error or f"{record.locator}: unreadable")
+            rejects.append(
+                _reject(record, record.error_code or "unparsable_file", record.error or f"{record.locator}: unreadable")
+            )
             continue
         problem = _field_problem(record, rules)
         if problem:
-            reject(record, *problem)
+            rejects.append(_reject(record, *problem))
             continue
-        domain, task_type, instruction, context = _key(record)
-        pid = prompt_id(domain, task_type, instruction, context)
+        row = _prompt_row(record, origin, rules.eval_fraction, seed_eval)
+        pid = row["prompt_id"]
         first = seen.get(pid) or existing.get(pid)
         if first is not None and first != record.locator:
-            reject(record, "duplicate", f"{record.locator}: duplicate of {first} after normalization")
+            rejects.append(_reject(record, "duplicate", f"{record.locator}: duplicate of {first} after normalization"))
             continue
         if pid in seen:
             continue
         seen[pid] = record.locator
-        prompts.append(
-            {
-                "prompt_id": pid,
-                "domain": domain,
-                "task_type": task_type,
-                "instruction": instruction,
-                "context": context,
-                "source": record.source,
-                "locator": record.locator,
-                "origin": origin,
-                "split": split_for(pid, origin, rules.eval_fraction, seed_eval),
-            }
-        )
+        prompts.append(row)
     return prompts, rejects
+
+
+def _seed_eval(records: Sequence[RawRecord], rules: ValidationRules) -> frozenset[str]:
+    """The seed pack's held-out ids, ranked over every valid row of the pack before duplicates against the
+    lake are dropped, so a prompt's split depends on the seed pack alone."""
+    valid = [_key(r) for r in records if r.fields is not None and not _field_problem(r, rules)]
+    return seed_eval_ids([(d, t, prompt_id(d, t, i, c)) for d, t, i, c in valid], rules.eval_per_cell)
+
+
+def _prompt_row(record: RawRecord, origin: str, eval_fraction: float, seed_eval: Set[str]) -> dict[str, Any]:
+    """The raw/prompts row of a valid record."""
+    domain, task_type, instruction, context = _key(record)
+    pid = prompt_id(domain, task_type, instruction, context)
+    return {
+        "prompt_id": pid,
+        "domain": domain,
+        "task_type": task_type,
+        "instruction": instruction,
+        "context": context,
+        "source": record.source,
+        "locator": record.locator,
+        "origin": origin,
+        "split": split_for(pid, origin, eval_fraction, seed_eval),
+    }
+
+
+def _reject(record: RawRecord, code: str, message: str) -> dict[str, Any]:
+    """The raw/rejects row of a record that failed validation."""
+    return {
+        "reject_id": reject_id(record.source, record.locator),
+        "source": record.source,
+        "locator": record.locator,
+        "reason_code": code,
+        "reason": message,
+        "raw": record.raw,
+    }
 
 
 def _key(record: RawRecord) -> tuple[str, str, str, str | None]:
