@@ -5,7 +5,6 @@ from __future__ import annotations
 import polars as pl
 
 from nexa_resources.tables.eval import JUDGE_COST_SCHEMA
-from nexa_resources.tables.spec import TableSpec
 
 # The rubric's metrics, in its order: distill/pairs has one score_<metric> column each.
 METRICS: tuple[str, ...] = ("correctness", "methodology", "specificity", "clarity", "hallucination_safety")
@@ -64,18 +63,3 @@ LOGPROBS_SCHEMA: dict[str, pl.DataType] = {
     "teacher_model": pl.String(),
     "source": pl.String(),  # "endpoint" (returned with the answer) | "scored" (computed in-process)
 }
-
-SPECS: tuple[TableSpec, ...] = (
-    TableSpec(
-        "distill", "completions", ("request_id",), COMPLETION_SCHEMA, "distill_completions",
-        "Teacher answers to the train prompts (best-of-n samples), each paid for once.",
-    ),
-    TableSpec(
-        "distill", "pairs", ("request_id",), PAIR_SCHEMA, "distill_pairs",
-        "Every completion filtered (with all its reasons) and judged on the rubric; the chosen sample per prompt.",
-    ),
-    TableSpec(
-        "distill", "logprobs", ("request_id", "position"), LOGPROBS_SCHEMA, "distill_logprobs",
-        "The teacher's top-k next-token log-probabilities of each chosen answer token, for KD training.",
-    ),
-)

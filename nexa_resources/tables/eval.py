@@ -5,7 +5,6 @@ from __future__ import annotations
 import polars as pl
 
 from nexa_resources.tables.raw import PROMPT_SCHEMA
-from nexa_resources.tables.spec import TableSpec
 
 # The held-out prompts (raw split `eval`), with the hash of the whole set they belong to.
 EVAL_PROMPT_SCHEMA: dict[str, pl.DataType] = {
@@ -104,26 +103,3 @@ METRIC_SCHEMA: dict[str, pl.DataType] = {
     "rubric_version": pl.String(),
     "eval_set": pl.String(),
 }
-
-SPECS: tuple[TableSpec, ...] = (
-    TableSpec(
-        "eval", "prompts", ("prompt_id",), EVAL_PROMPT_SCHEMA, "eval_prompts",
-        "The held-out prompts (raw split eval), with the hash of the eval set they belong to.",
-    ),
-    TableSpec(
-        "eval", "predictions", ("model_id", "prompt_id"), PREDICTION_SCHEMA, "eval_predictions",
-        "One answer per model and eval prompt, with finish reason, usage, latency and cost.",
-    ),
-    TableSpec(
-        "eval", "scores", ("model_id", "prompt_id", "metric"), SCORE_SCHEMA, "eval_scores",
-        "One judge verdict per model, prompt and rubric metric (null score on a judge failure).",
-    ),
-    TableSpec(
-        "eval", "judge_requests", ("request_id",), JUDGE_REQUEST_SCHEMA, "JudgeResource",
-        "The LLM judge's request cache: every answered judge request, so no verdict is paid for twice.",
-    ),
-    TableSpec(
-        "eval", "metrics", ("model_id", "domain", "task_type", "metric"), METRIC_SCHEMA, "eval_metrics",
-        "Per model and cell (domain, task_type, metric): mean score, n and 95% interval.",
-    ),
-)

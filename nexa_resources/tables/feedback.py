@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import polars as pl
 
-from nexa_resources.tables.spec import TableSpec
-
 # Every cell (domain, task_type, metric) of the evaluated checkpoint in a round, weak or not.
 # `round` (a lineage column) is the round whose checkpoint was evaluated.
 WEAKNESS_SCHEMA: dict[str, pl.DataType] = {
@@ -99,19 +97,4 @@ STATUSES: tuple[str, ...] = ("open", "done")
 # In the order the rules are applied (first match wins; see weakness.STOP_ORDER).
 STOP_REASONS: tuple[str, ...] = (
     "all_cells_pass", "no_improvement", "round_cap", "low_gain_per_dollar", "budget_exhausted",
-)
-
-SPECS: tuple[TableSpec, ...] = (
-    TableSpec(
-        "feedback", "weaknesses", ("round", "domain", "task_type", "metric"), WEAKNESS_SCHEMA, "feedback_loop",
-        "Every cell of the round's checkpoint: score, threshold, weak or pass, paired change and the stop reason.",
-    ),
-    TableSpec(
-        "feedback", "requests", ("round", "domain", "task_type"), REQUEST_SCHEMA, "feedback_loop",
-        "Prompts to buy for the next round per weak (domain, task_type), with the judge's hints.",
-    ),
-    TableSpec(
-        "feedback", "rounds", ("round",), ROUND_SCHEMA, "feedback_loop",
-        "The loop's ledger, one row per round: measured and estimated $, spend, lift per $ and stop reason.",
-    ),
 )

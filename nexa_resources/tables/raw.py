@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import polars as pl
 
-from nexa_resources.tables.spec import TableSpec
-
 PROMPT_SCHEMA: dict[str, pl.DataType] = {
     "prompt_id": pl.String(),
     "domain": pl.String(),
@@ -27,14 +25,3 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
     "reason": pl.String(),
     "raw": pl.String(),
 }
-
-SPECS: tuple[TableSpec, ...] = (
-    TableSpec(
-        "raw", "prompts", ("prompt_id",), PROMPT_SCHEMA, "raw_prompts",
-        "Validated scientific prompts from the seed pack, the generator, feedback requests and user files.",
-    ),
-    TableSpec(
-        "raw", "rejects", ("reject_id",), REJECT_SCHEMA, "raw_prompts",
-        "Input rows that failed validation, with file:line and the reason.",
-    ),
-)

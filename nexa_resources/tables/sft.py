@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import polars as pl
 
-from nexa_resources.tables.spec import TableSpec
-
 MESSAGE = pl.Struct({"role": pl.String(), "content": pl.String()})
 EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "example_id": pl.String(),
@@ -19,10 +17,3 @@ EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "split": pl.String(),  # train | val
     "judge_mean": pl.Float64(),
 }
-
-SPECS: tuple[TableSpec, ...] = (
-    TableSpec(
-        "sft", "examples", ("example_id",), EXAMPLE_SCHEMA, "sft_examples",
-        "The chosen answer per prompt as TRL-ready chat rows, deduplicated and decontaminated; split train/val.",
-    ),
-)

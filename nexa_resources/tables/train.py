@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import polars as pl
 
-from nexa_resources.tables.spec import TableSpec
-
 CHECKPOINT_SCHEMA: dict[str, pl.DataType] = {
     "checkpoint_id": pl.String(),
     "base_model": pl.String(),
@@ -28,11 +26,3 @@ CHECKPOINT_SCHEMA: dict[str, pl.DataType] = {
     "train_loss": pl.Float64(),
     "val_loss": pl.Float64(),
 }
-
-
-SPECS: tuple[TableSpec, ...] = (
-    TableSpec(
-        "train", "checkpoints", ("checkpoint_id",), CHECKPOINT_SCHEMA, "train_checkpoints",
-        "One row per trained student: the exact sft/examples version, config, where it ran, cost and losses.",
-    ),
-)
