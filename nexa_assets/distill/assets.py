@@ -14,9 +14,9 @@ from nexa_assets.distill.pairs import GateConfig
 from nexa_assets.distill.task import OUTPUT_COLUMNS
 from nexa_assets.metadata import materialization
 from nexa_assets.rounds import round_field, run_lineage
+from nexa_assets.table_asset import table_asset
 from nexa_resources.judge import JudgeResource
 from nexa_resources.lake import LakeResource
-from nexa_resources.tables import asset_key
 from nexa_resources.tables.distill import COMPLETION_SCHEMA, METRICS
 from nexa_resources.teacher import TeacherResource
 
@@ -37,10 +37,9 @@ class CompletionsConfig(dg.Config):
     domains: list[str] | None = Field(default=None, description="Only these domains (all when unset).")
 
 
-@dg.asset(
-    key=asset_key("distill/completions"),
-    deps=[asset_key("raw/prompts")],
-    group_name="distill",
+@table_asset(
+    "distill/completions",
+    deps=["raw/prompts"],
     kinds={"openai", "deltalake"},
     description="Teacher completions for the train prompts, keyed by request_id = hash(prompt, model, "
     "template version, sampling); an answered request is never sent again.",
@@ -104,10 +103,9 @@ class PairsConfig(dg.Config):
         return GateConfig(thresholds={**GateConfig().thresholds, **self.thresholds})
 
 
-@dg.asset(
-    key=asset_key("distill/pairs"),
-    deps=[asset_key("distill/completions")],
-    group_name="distill",
+@table_asset(
+    "distill/pairs",
+    deps=["distill/completions"],
     kinds={"polars", "deltalake"},
     description="Every completion (each best-of-n sample) filtered (with all its reasons) and judged on the "
     "rubric; per prompt the passing sample with the best judge mean is `chosen`; a prompt none of whose samples "

@@ -18,6 +18,8 @@ from nexa_resources.lake import LakeResource, Lineage, WriteResult
 from nexa_resources.tables.distill import PAIR_SCHEMA
 from nexa_resources.teacher import TeacherResource
 
+PREVIEW_COLUMNS = ["request_id", "sample_index", "passed", "chosen", "reject_reasons", "judge_mean", "regenerated_from"]
+
 
 @dataclass(frozen=True)
 class PairsRun:
@@ -113,9 +115,7 @@ def pairs_metadata(result: PairsRun, judge: JudgeResource, gate: GateConfig, wai
         "thresholds": dg.MetadataValue.json(gate.thresholds),
         "reject_reasons": counts(reasons, ["reason"]),
         "pass_by_cell": counts(table.filter(pl.col("passed")), ["domain", "task_type"]),
-        "preview": preview(
-            table, ["request_id", "sample_index", "passed", "chosen", "reject_reasons", "judge_mean", "regenerated_from"]
-        ),
+        "preview": preview(table, PREVIEW_COLUMNS),
     }
 
 

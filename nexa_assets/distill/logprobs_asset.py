@@ -10,12 +10,12 @@ from nexa_assets.distill.logprobs import LOGPROBS_TABLE, load_local_teacher, sco
 from nexa_assets.distill.task import worked_example
 from nexa_assets.metadata import materialization
 from nexa_assets.rounds import round_field, run_lineage
+from nexa_assets.table_asset import table_asset
 from nexa_resources.lake import LakeResource
 from nexa_resources.tables import asset_key
 from nexa_resources.teacher import TeacherResource
 
 LOGPROBS = asset_key("distill/logprobs")
-EXAMPLES = asset_key("sft/examples")
 
 
 class LogprobsConfig(dg.Config):
@@ -52,10 +52,9 @@ def _new_answers(lake: LakeResource, top_k: int, config: LogprobsConfig) -> list
     return answers
 
 
-@dg.asset(
-    key=LOGPROBS,
-    deps=[EXAMPLES],
-    group_name="distill",
+@table_asset(
+    LOGPROBS_TABLE,
+    deps=["sft/examples"],
     kinds={"pytorch", "deltalake"},
     description="The teacher's top-k next-token log-probabilities of each chosen answer token, keyed by (request_id, "
     "position), with the tokenizer identity: what `distill_loss: kd` trains on. Off unless top_k (or the teacher's "

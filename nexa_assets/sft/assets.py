@@ -11,8 +11,8 @@ from nexa_assets.rounds import round_field, run_lineage
 from nexa_assets.sft import checks
 from nexa_assets.sft.checks import sft_decontamination
 from nexa_assets.sft.package import SftConfig, build_examples
+from nexa_assets.table_asset import table_asset
 from nexa_resources.lake import LakeResource
-from nexa_resources.tables import asset_key
 
 
 class ExamplesConfig(dg.Config):
@@ -38,13 +38,13 @@ def candidates(lake: LakeResource) -> pl.DataFrame:
     )
 
 
-@dg.asset(
-    key=checks.EXAMPLES,
-    deps=[asset_key("distill/pairs")],
-    group_name="sft",
+@table_asset(
+    "sft/examples",
+    deps=["distill/pairs"],
     kinds={"polars", "deltalake"},
     description="Supervised fine-tuning rows (messages + prompt/completion, TRL-ready): the chosen sample per "
-    "prompt (distill/pairs), asked the way evaluation asks (no worked examples), deduplicated, never overlapping an eval prompt; split train/val by prompt hash.",
+    "prompt (distill/pairs), asked the way evaluation asks (no worked examples), deduplicated, never overlapping "
+    "an eval prompt; split train/val by prompt hash.",
     check_specs=[checks.SCHEMA],
 )
 def sft_examples(
