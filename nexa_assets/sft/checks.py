@@ -47,8 +47,10 @@ def sft_decontamination(context: dg.AssetCheckExecutionContext, lake: LakeResour
     eval_ids = set(prompts.filter(pl.col("split") == "eval")["prompt_id"])
     hits = []
     for row in joined.iter_rows(named=True):
-        why = "prompt is in the eval split" if row["prompt_id"] in eval_ids else index.contaminated(
-            row["instruction"] or "", row.get("context"), row["completion"]
+        why = (
+            "prompt is in the eval split"
+            if row["prompt_id"] in eval_ids
+            else index.contaminated(row["instruction"] or "", row.get("context"), row["completion"])
         )
         if why:
             hits.append({"example_id": row["example_id"], "why": why})

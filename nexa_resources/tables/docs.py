@@ -35,4 +35,4 @@ def render(text: str) -> str:
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
         raise ValueError(f"docs/lake.md needs the marker lines {BEGIN!r} and {END!r} around the table section")
-    return text[:start] + tables_markdown() + text[end + len(END):]
+    return text[:start] + tables_markdown() + text[end + len(END) :]

@@ -96,5 +96,9 @@ ROUND_SCHEMA: dict[str, pl.DataType] = {
 STATUSES: tuple[str, ...] = ("open", "done")
 # In the order the rules are applied (first match wins; see weakness.STOP_ORDER).
 STOP_REASONS: tuple[str, ...] = (
-    "all_cells_pass", "no_improvement", "round_cap", "low_gain_per_dollar", "budget_exhausted",
+    "all_cells_pass",
+    "no_improvement",
+    "round_cap",
+    "low_gain_per_dollar",
+    "budget_exhausted",
 )
