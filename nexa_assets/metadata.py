@@ -59,9 +59,6 @@ def rounded_table(df: pl.DataFrame, columns: Sequence[str], rounded: Sequence[st
     return dg.MetadataValue.md(markdown_table(picked, rows=rows))
 
 
-def materialization(
-    table: str, written: WriteResult | None, lake: LakeResource, rows: int, **extra: Any
-) -> dg.MaterializeResult:
-    """A table's MaterializeResult: the write's metadata (else the table's Delta version), row count, then `extra`."""
-    wrote = written.metadata() if written is not None else {"delta_version": lake.version(table)}
-    return dg.MaterializeResult(asset_key=asset_key(table), metadata={**wrote, "dagster/row_count": rows, **extra})
+def materialization(table: str, written: WriteResult | None, lake: LakeResource, **extra: Any) -> dg.MaterializeResult:
+    """The MaterializeResult of an asset that wrote `table`, with its `table_metadata`."""
+    return dg.MaterializeResult(asset_key=asset_key(table), metadata=table_metadata(lake, table, written, extra))

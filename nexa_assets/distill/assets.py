@@ -58,7 +58,7 @@ def distill_completions(
     table = lake.read("distill/completions", missing_ok=True)
     mine = table.filter(pl.col("request_id").is_in([r["request_id"] for r in requests])) if table.height else table
     metadata = completion_metadata(teacher, table, mine, requests, cached, stats)
-    yield materialization("distill/completions", None, lake, table.height, **metadata)
+    yield materialization("distill/completions", None, lake, **metadata)
     yield from checks.error_rate_check(mine, requests, stats, teacher.max_error_rate)
 
 
@@ -125,5 +125,5 @@ def distill_pairs(
     regenerate = teacher.regenerations if config.regenerate is None else config.regenerate
     result = judge_pairs(judging, regenerate, config.batch_size)
     metadata = pairs_metadata(result, judge, gate, config.waive_reasons)
-    yield materialization("distill/pairs", result.written, lake, result.table.height, **metadata)
+    yield materialization("distill/pairs", result.written, lake, **metadata)
     yield checks.pass_rate_check(pass_rate(result.table), config.min_pass_rate)

@@ -93,7 +93,6 @@ def distill_logprobs(
         LOGPROBS_TABLE,
         written,
         lake,
-        table.height,
         enabled=True,
         answers=table["request_id"].n_unique(),
         sft_rows_covered=covered,

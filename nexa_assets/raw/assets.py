@@ -142,12 +142,11 @@ def raw_prompts(
     table = lake.read("raw/prompts")
     context.log.info(f"raw/prompts v{wrote.version}: {wrote.inserted} new rows, {table.height} in all")
     metadata = _prompts_metadata(result, wrote, fed, differs, names, table)
-    yield materialization("raw/prompts", wrote, lake, table.height, **metadata)
+    yield materialization("raw/prompts", wrote, lake, **metadata)
     yield materialization(
         "raw/rejects",
         wrote_rejects,
         lake,
-        lake.read("raw/rejects").height,
         rejected_this_run=result.rejects.height,
         by_reason=counts(result.rejects, ["reason_code"]),
         preview=preview(result.rejects, ["locator", "reason_code", "reason"]),

@@ -66,7 +66,6 @@ def sft_examples(
         "sft/examples",
         written,
         lake,
-        examples.height,
         **{f"dropped_{k}" if k != "candidates" else k: v for k, v in stats.items()},
         by_cell_and_split=counts(examples, ["domain", "task_type", "split"]),
         preview=preview(examples, ["example_id", "domain", "task_type", "split", "prompt", "completion"]),
