@@ -113,6 +113,11 @@ def with_lineage(df: pl.DataFrame, lineage: Lineage) -> pl.DataFrame:
     )
 
 
+def configured_root() -> str:
+    """The lake root the environment names: NEXA_LAKE_ROOT, else the profile's, else ./data_lake."""
+    return settings_env().get(ROOT_ENV) or DEFAULT_ROOT
+
+
 class LakeResource(dg.ConfigurableResource):
     """Delta Lake tables on a local folder or S3, with DuckDB SQL over every table."""
 
@@ -137,7 +142,7 @@ class LakeResource(dg.ConfigurableResource):
     @classmethod
     def from_env(cls, root: str | None = None) -> LakeResource:
         """The lake named by `root`, else NEXA_LAKE_ROOT, else ./data_lake; SQL limits from their variables."""
-        return cls(root=root or settings_env().get(ROOT_ENV) or DEFAULT_ROOT, **sql_limits_from_env())
+        return cls(root=root or configured_root(), **sql_limits_from_env())
 
     # ----------------------------------------------------------------- locations
 

@@ -14,8 +14,7 @@ import polars as pl
 import pyarrow as pa
 import streamlit as st
 
-from nexa_resources.lake import DEFAULT_ROOT, ROOT_ENV, LakeResource, sql_limits_from_env
-from nexa_resources.profiles import settings_env
+from nexa_resources.lake import LakeResource, configured_root, sql_limits_from_env
 
 # How long a table's latest version is trusted before the lake is asked again (seconds).
 VERSION_TTL_S = 5
@@ -23,7 +22,7 @@ VERSION_TTL_S = 5
 
 def lake_root() -> str:
     """The lake the dashboard shows: NEXA_LAKE_ROOT, else the profile's, else ./data_lake (as every entry point)."""
-    return settings_env().get(ROOT_ENV) or DEFAULT_ROOT
+    return configured_root()
 
 
 @st.cache_resource(show_spinner=False)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nexa_jobs.instance import dagster_home, storage_label
+from nexa_resources.lake import configured_root
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 240  # dagster dev imports the whole code location (torch, transformers) before answering
@@ -253,7 +254,7 @@ def up(background: bool) -> int:
         sensors = _sensor_summary(todo[0])
         if sensors:
             print(f"  {'sensors':<{width}}  {sensors}", flush=True)
-        print(f"  {'lake':<{width}}  {os.environ.get('NEXA_LAKE_ROOT') or 'data_lake'}", flush=True)
+        print(f"  {'lake':<{width}}  {configured_root()}", flush=True)
         print(f"  {'runs':<{width}}  {storage_label()}", flush=True)
         if background:
             print(f"\nrunning in the background (logs in {logs}); `make down` stops both.", flush=True)

@@ -15,7 +15,7 @@ from nexa_jobs.cli import main
 from nexa_resources import profiles
 from nexa_resources.compute import ComputeResource
 from nexa_resources.inputs import DEFAULT_INPUT, InputsResource
-from nexa_resources.lake import DEFAULT_ROOT, LakeResource
+from nexa_resources.lake import DEFAULT_ROOT, LakeResource, configured_root
 from nexa_resources.lake_sql import DEFAULT_SQL_MEMORY_LIMIT, DEFAULT_SQL_TIMEOUT_S
 from nexa_resources.teacher import TeacherResource
 
@@ -48,7 +48,7 @@ def test_local_is_the_default_profile_and_changes_nothing(clean_env, capsys):
 def test_s3_and_cloud_profiles_select_their_resource_sets(clean_env, capsys):
     clean_env.setenv("NEXA_PROFILE", "s3")
     clean_env.setenv("NEXA_S3_ROOT", "s3://team-bucket/nexa/")
-    assert LakeResource.from_env().root == "s3://team-bucket/nexa/lake"
+    assert LakeResource.from_env().root == configured_root() == "s3://team-bucket/nexa/lake"
     assert InputsResource.from_env().uri == "s3://team-bucket/nexa/incoming"
     assert ComputeResource.from_env().backend == "local"
     clean_env.setenv("NEXA_PROFILE", "Cloud")
