@@ -55,8 +55,11 @@ def test_s3_and_cloud_profiles_select_their_resource_sets(clean_env, capsys):
     compute = ComputeResource.from_env()
     assert (compute.backend, compute.bucket) == ("skypilot", "s3://team-bucket/nexa")
     rows = config_rows(capsys)
-    assert rows["NEXA_COMPUTE_BACKEND"] == {"setting": "NEXA_COMPUTE_BACKEND", "value": "skypilot",
-                                            "source": "profile cloud"}
+    assert rows["NEXA_COMPUTE_BACKEND"] == {
+        "setting": "NEXA_COMPUTE_BACKEND",
+        "value": "skypilot",
+        "source": "profile cloud",
+    }
     assert rows["NEXA_S3_ROOT"]["source"] == "env"
     assert config_rows(capsys, "--profile", "local")["NEXA_LAKE_ROOT"]["value"] == DEFAULT_ROOT
 
@@ -138,8 +141,12 @@ def test_the_settings_reference_in_the_docs_is_generated_from_the_table():
 
 def test_every_nexa_variable_the_code_names_is_in_the_table():
     root = Path(__file__).resolve().parents[1]
-    sources = [*root.glob("nexa_*/**/*.py"), *root.glob("sky/*.yaml"), *root.glob("deploy/**/*.yaml"),
-               root / "Makefile"]
+    sources = [
+        *root.glob("nexa_*/**/*.py"),
+        *root.glob("sky/*.yaml"),
+        *root.glob("deploy/**/*.yaml"),
+        root / "Makefile",
+    ]
     named = set()
     for path in sources:
         named |= set(re.findall(r"\bNEXA_[A-Z0-9_]*[A-Z0-9]\b", path.read_text(encoding="utf-8")))
