@@ -81,7 +81,7 @@ def _cell_bound(cells: pl.DataFrame) -> dict[str, object]:
     per_metric = [_pooled_cells(group) for group in cells.partition_by("metric")]
     stds = [sd for _, _, sd in per_metric]
     n = max((k for _, k, _ in per_metric), default=0)
-    std = None if not stds or None in stds else math.fsum(stds) / len(stds)
+    std = None if not stds or None in stds else math.fsum(sd for sd in stds if sd is not None) / len(stds)
     mean = _pooled_cells(cells)[0]
     low, high = _ci(mean, n, std)
     return {"overall": None if math.isnan(mean) else mean, "n": n, "ci_low": low, "ci_high": high,

@@ -90,7 +90,7 @@ def score_rows(
     rows: list[dict[str, Any]] = []
     for prediction, verdict in zip(predictions.iter_rows(named=True), verdicts, strict=True):
         if prediction["error"] is not None or verdict is None:
-            error = f"{PREDICTION_FAILED}: {prediction['error'] or 'no answer'}"
+            error: str | None = f"{PREDICTION_FAILED}: {prediction['error'] or 'no answer'}"
             scores: dict[str, int] | None = None
             lacking: dict[str, str] = {}
             verdict = None
