@@ -12,20 +12,19 @@ from nexa_resources.tables import asset_key, table_spec
 
 def table_asset(
     table: str,
-    *,
+    *check_specs: dg.AssetCheckSpec,
     deps: Sequence[str],
-    kinds: set[str],
     description: str,
-    check_specs: Sequence[dg.AssetCheckSpec] = (),
+    engine: str = "polars",
     group_name: str | None = None,
 ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
-    """`dg.asset` for `table` (layer/name), depending on the tables `deps`, grouped by its layer unless told."""
+    """`dg.asset` for `table` (layer/name) computed by `engine`, depending on the tables `deps`, grouped by its layer."""
     spec = table_spec(table)
     return dg.asset(
         key=spec.asset_key,
         deps=[asset_key(d) for d in deps],
         group_name=group_name or spec.layer,
-        kinds=kinds,
+        kinds={engine, "deltalake"},
         description=description,
         check_specs=list(check_specs) or None,
     )

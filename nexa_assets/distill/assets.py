@@ -37,13 +37,19 @@ class CompletionsConfig(dg.Config):
     domains: list[str] | None = Field(default=None, description="Only these domains (all when unset).")
 
 
+COMPLETIONS_DESCRIPTION = (
+    "Teacher completions for the train prompts, keyed by request_id = hash(prompt, model, template version, "
+    "sampling); an answered request is never sent again."
+)
+PAIRS_DESCRIPTION = (
+    "Every completion (each best-of-n sample) filtered (with all its reasons) and judged on the rubric; per prompt "
+    "the passing sample with the best judge mean is `chosen`; a prompt none of whose samples passed is asked again "
+    "with what failed, linked by regenerated_from."
+)
+
+
 @table_asset(
-    "distill/completions",
-    deps=["raw/prompts"],
-    kinds={"openai", "deltalake"},
-    description="Teacher completions for the train prompts, keyed by request_id = hash(prompt, model, "
-    "template version, sampling); an answered request is never sent again.",
-    check_specs=[checks.ERROR_RATE],
+    "distill/completions", checks.ERROR_RATE, deps=["raw/prompts"], description=COMPLETIONS_DESCRIPTION, engine="openai"
 )
 def distill_completions(
     context: dg.AssetExecutionContext, config: CompletionsConfig, lake: LakeResource, teacher: TeacherResource
@@ -103,15 +109,7 @@ class PairsConfig(dg.Config):
         return GateConfig(thresholds={**GateConfig().thresholds, **self.thresholds})
 
 
-@table_asset(
-    "distill/pairs",
-    deps=["distill/completions"],
-    kinds={"polars", "deltalake"},
-    description="Every completion (each best-of-n sample) filtered (with all its reasons) and judged on the "
-    "rubric; per prompt the passing sample with the best judge mean is `chosen`; a prompt none of whose samples "
-    "passed is asked again with what failed, linked by regenerated_from.",
-    check_specs=[checks.PASS_RATE],
-)
+@table_asset("distill/pairs", checks.PASS_RATE, deps=["distill/completions"], description=PAIRS_DESCRIPTION)
 def distill_pairs(
     context: dg.AssetExecutionContext,
     config: PairsConfig,

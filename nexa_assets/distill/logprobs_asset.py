@@ -23,12 +23,16 @@ class LogprobsConfig(dg.Config):
 
     round: int | None = round_field()
     top_k: int | None = Field(
-        default=None, ge=0, le=20, description="Top-k log-probabilities per answer token; unset: the teacher's "
-        "`top_logprobs` (0 by default: off, the asset does nothing)."
+        default=None,
+        ge=0,
+        le=20,
+        description="Top-k log-probabilities per answer token; unset: the teacher's "
+        "`top_logprobs` (0 by default: off, the asset does nothing).",
     )
     with_worked_example: bool = Field(
-        default=False, description="Score the local teacher's answers with the worked example it was asked with "
-        "in its context (the distribution it sampled from) instead of the plain system + user prompt."
+        default=False,
+        description="Score the local teacher's answers with the worked example it was asked with "
+        "in its context (the distribution it sampled from) instead of the plain system + user prompt.",
     )
     max_answers: int | None = Field(default=None, gt=0, description="Score at most this many new answers.")
 
@@ -55,7 +59,7 @@ def _new_answers(lake: LakeResource, top_k: int, config: LogprobsConfig) -> list
 @table_asset(
     LOGPROBS_TABLE,
     deps=["sft/examples"],
-    kinds={"pytorch", "deltalake"},
+    engine="pytorch",
     description="The teacher's top-k next-token log-probabilities of each chosen answer token, keyed by (request_id, "
     "position), with the tokenizer identity: what `distill_loss: kd` trains on. Off unless top_k (or the teacher's "
     "top_logprobs) is set: then it records `enabled: false` and writes nothing. A remote teacher's rows arrive with "

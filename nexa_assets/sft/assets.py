@@ -38,15 +38,14 @@ def candidates(lake: LakeResource) -> pl.DataFrame:
     )
 
 
-@table_asset(
-    "sft/examples",
-    deps=["distill/pairs"],
-    kinds={"polars", "deltalake"},
-    description="Supervised fine-tuning rows (messages + prompt/completion, TRL-ready): the chosen sample per "
-    "prompt (distill/pairs), asked the way evaluation asks (no worked examples), deduplicated, never overlapping "
-    "an eval prompt; split train/val by prompt hash.",
-    check_specs=[checks.SCHEMA],
+DESCRIPTION = (
+    "Supervised fine-tuning rows (messages + prompt/completion, TRL-ready): the chosen sample per prompt "
+    "(distill/pairs), asked the way evaluation asks (no worked examples), deduplicated, never overlapping an eval "
+    "prompt; split train/val by prompt hash."
 )
+
+
+@table_asset("sft/examples", checks.SCHEMA, deps=["distill/pairs"], description=DESCRIPTION)
 def sft_examples(
     context: dg.AssetExecutionContext, config: ExamplesConfig, lake: LakeResource
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
