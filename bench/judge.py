@@ -15,7 +15,7 @@ kind). The judges are deterministic, so run-to-run stability is exact.
 
 With the teacher's answers to the calibration prompts (bench/data/judge_calibration_v1_references.jsonl, built
 by bench/make_judge_references.py exactly as eval/predictions' teacher row asks), it also runs v2 with each
-prompt's reference (`structural-v2+ref`, nexa_assets/evaluate/reference.py) in the same run, side by side; prints
+prompt's reference (`structural-v2+ref`, nexa_core/reference.py) in the same run, side by side; prints
 how many pairs the reference flips from a correct ranking to a wrong one and back, how often the good answer
 agrees with the reference more than the bad one does, and the same agreement for other weights and with every
 reference (not only those the judge trusts). The last line stays the loop's default judge, v2 without reference.
@@ -34,15 +34,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nexa_assets.evaluate import structural_judge_v1  # noqa: E402
-from nexa_assets.evaluate.reference import (  # noqa: E402
+from nexa_core import structural_judge_v1  # noqa: E402
+from nexa_core.reference import (  # noqa: E402
     MIN_REFERENCE_CORRECTNESS,
     REFERENCE_WEIGHT,
     ReferenceSet,
     reference_correctness,
 )
-from nexa_assets.evaluate.rubric import JudgeVerdict  # noqa: E402
-from nexa_assets.evaluate.structural_judge import judge_structural_batch  # noqa: E402
+from nexa_core.rubric import JudgeVerdict  # noqa: E402
+from nexa_core.structural_judge import judge_structural_batch  # noqa: E402
 
 CALIBRATION = ROOT / "bench" / "data" / "judge_calibration_v1.jsonl"
 REFERENCES = ROOT / "bench" / "data" / "judge_calibration_v1_references.jsonl"

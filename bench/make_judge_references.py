@@ -21,7 +21,8 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nexa_assets.distill.task import templates, worked_example  # noqa: E402
+from nexa_assets.distill.task import worked_example  # noqa: E402
+from nexa_core.templates import templates  # noqa: E402
 from nexa_assets.evaluate.assets import PredictionsConfig  # noqa: E402
 from nexa_assets.evaluate.predict import eval_set_hash, predict  # noqa: E402
 from nexa_assets.raw.validate import prompt_id  # noqa: E402

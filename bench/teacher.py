@@ -63,8 +63,10 @@ sys.path.insert(0, str(ROOT))
 from nexa_assets.distill.completions import endpoint_logprobs_writer
 from nexa_resources.tables.distill import COMPLETION_SCHEMA
 from nexa_assets.distill.collect import CollectStats, collect
-from nexa_assets.distill.task import FREE, format_messages, messages, request_id, templates
-from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
+from nexa_assets.distill.task import format_messages, messages, request_id
+from nexa_core.pricing import FREE
+from nexa_core.templates import templates
+from nexa_core.taxonomy import DOMAINS, TASK_TYPES
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import (
     ChatClient,

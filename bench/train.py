@@ -48,7 +48,7 @@ def write_table(root: Path, rows: int) -> tuple[str, int]:
     import polars as pl
 
     from nexa_assets.distill.task import format_messages
-    from nexa_assets.text import content_hash, hash_fraction
+    from nexa_core.text import content_hash, hash_fraction
     from nexa_resources.lake import LakeResource, Lineage
     from nexa_resources.scripted_server import answer_for
     from nexa_resources.tables.sft import EXAMPLE_SCHEMA

@@ -15,10 +15,10 @@ from typing import Any
 import polars as pl
 from pydantic import Field
 
-from nexa_assets.distill.filters import is_refusal
-from nexa_assets.distill.task import cost_usd
-from nexa_assets.evaluate.reference import ReferenceSet, reference_version
-from nexa_assets.evaluate.rubric import (
+from nexa_core.filters import is_refusal
+from nexa_core.pricing import cost_usd
+from nexa_core.reference import ReferenceSet, reference_version
+from nexa_core.rubric import (
     DEFAULT_RUBRIC,
     JudgeVerdict,
     Rubric,
@@ -27,8 +27,8 @@ from nexa_assets.evaluate.rubric import (
     load_rubric,
     parse_judge_answer,
 )
-from nexa_assets.evaluate.structural_judge import judge_structural_batch
-from nexa_assets.text import content_hash
+from nexa_core.structural_judge import judge_structural_batch
+from nexa_core.text import content_hash
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import ChatResult, run_sync
 from nexa_resources.profiles import settings_env
@@ -74,7 +74,7 @@ class JudgeResource(Endpoint):
     """Scores answers on the rubric: `structural` (no model, default) or `llm` (OpenAI-compatible)."""
 
     kind: str = Field(default="structural", description=f"One of {', '.join(JUDGE_KINDS)}.")
-    rubric: str = Field(default=DEFAULT_RUBRIC, description="Rubric file in nexa_assets/evaluate/data.")
+    rubric: str = Field(default=DEFAULT_RUBRIC, description="Rubric file in nexa_core/data/rubrics.")
     temperature: float = 0.0
     max_tokens: int = Field(default=256, gt=0)
     reference: bool = Field(

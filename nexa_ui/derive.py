@@ -10,7 +10,7 @@ import polars as pl
 from nexa_assets.evaluate.judge_costs import judge_spend
 from nexa_assets.evaluate.stats import mean_ci, t_critical_95
 from nexa_assets.feedback.spend import ledger_view
-from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
+from nexa_core.taxonomy import DOMAINS, TASK_TYPES
 from nexa_resources.tables.distill import METRICS
 
 # Where a model's scores come from: eval/scores rows count only under the judge, rubric and eval set that

@@ -19,7 +19,7 @@ from nexa_resources.tables.distill import COMPLETION_SCHEMA
 from nexa_assets.evaluate.answering import answer_model as _answer, client_maker as _client_maker
 from nexa_assets.evaluate.predict import predict
 from nexa_resources.tables.eval import EVAL_PROMPT_SCHEMA
-from nexa_assets.taxonomy import TASK_TYPES
+from nexa_core.taxonomy import TASK_TYPES
 from nexa_resources.journal import JOURNAL_ENV, Journal, journal_dir, recover_into
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import ChatClient, SamplingParams, run_sync

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from nexa_assets.distill.filters import (
+from nexa_core.filters import (
     REASON_CODES,
     FilterConfig,
     apply_filters,
@@ -18,7 +18,7 @@ from nexa_assets.distill.filters import (
     parse_hypotheses,
     parse_steps,
 )
-from nexa_assets.taxonomy import TASK_TYPES
+from nexa_core.taxonomy import TASK_TYPES
 
 CONFIG = FilterConfig()
 

@@ -16,7 +16,7 @@ from nexa_assets.distill.logprobs import LOGPROBS_TABLE, load_local_teacher, sco
 from nexa_assets.distill.logprobs_asset import distill_logprobs
 from nexa_assets.distill.task import teacher_request
 from nexa_resources.tables.sft import EXAMPLE_SCHEMA
-from nexa_assets.text import content_hash
+from nexa_core.text import content_hash
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import SamplingParams
 from nexa_resources.local_model import ensure_local_model

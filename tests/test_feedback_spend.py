@@ -32,7 +32,7 @@ from nexa_assets.feedback.weakness import (
     spending_stop,
 )
 from nexa_resources.tables.feedback import STOP_REASONS
-from nexa_assets.text import content_hash
+from nexa_core.text import content_hash
 
 LLM_JUDGE = "gpt-4.1-mini"
 

@@ -7,7 +7,7 @@ import math
 import polars as pl
 import pytest
 
-from nexa_assets.evaluate.rubric import JudgeVerdict
+from nexa_core.rubric import JudgeVerdict
 from nexa_resources.tables.eval import METRIC_SCHEMA, PREDICTION_SCHEMA, SCORE_SCHEMA
 from nexa_assets.evaluate.scoring import cell_metrics, score_rows
 from nexa_assets.evaluate.stats import mean_ci, t_critical_95

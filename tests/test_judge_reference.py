@@ -9,17 +9,17 @@ import polars as pl
 import pytest
 
 from nexa_assets.evaluate.assets import eval_metrics, eval_scores
-from nexa_assets.evaluate.content import stems
-from nexa_assets.evaluate.reference import (
+from nexa_core.content import stems
+from nexa_core.reference import (
     ReferenceSet,
     reference_terms,
     reference_version,
     teacher_habits,
 )
-from nexa_assets.evaluate.rubric import NO_REFERENCE, format_judge_messages, load_rubric
+from nexa_core.rubric import NO_REFERENCE, format_judge_messages, load_rubric
 from nexa_resources.tables.eval import EVAL_PROMPT_SCHEMA, PREDICTION_SCHEMA
 from nexa_assets.evaluate.scoring import teacher_references
-from nexa_assets.evaluate.structural_judge import judge_structural_batch
+from nexa_core.structural_judge import judge_structural_batch
 from nexa_resources.judge import STRUCTURAL_JUDGE_ID, JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.scripted_server import ScriptedServer, fingerprint

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 from nexa_assets.distill.assets import distill_completions, distill_pairs
 from nexa_assets.evaluate.assets import eval_scores
 from nexa_assets.evaluate.judge_costs import judge_spend
-from nexa_assets.evaluate.rubric import format_judge_messages, load_rubric
+from nexa_core.rubric import format_judge_messages, load_rubric
 from nexa_resources.tables.eval import EVAL_PROMPT_SCHEMA, PREDICTION_SCHEMA, SCORE_SCHEMA
 from nexa_assets.evaluate.scoring import score_rows
 from nexa_assets.raw.assets import raw_prompts
@@ -277,7 +277,7 @@ def test_old_scores_without_cost_columns_keep_working(lake):
     lake.write("eval/scores", pl.DataFrame([row], schema=old), mode="merge", lineage=Lineage(run_id="old", round=0))
     preds = pl.DataFrame([{"model_id": "m", "prompt_id": "p1", "domain": "physics", "task_type": "hypothesis",
                            "finish_reason": "stop", "error": None, "eval_set": "es"}], schema=PREDICTION_SCHEMA)
-    from nexa_assets.evaluate.rubric import JudgeVerdict
+    from nexa_core.rubric import JudgeVerdict
 
     new = score_rows(preds, [JudgeVerdict({m: 3 for m in RUBRIC.metrics}, {}, None, 50, 9, 0.005)],
                      metrics=RUBRIC.metrics, judge_model="gpt-x", rubric_version="v2")

@@ -11,7 +11,7 @@ from nexa_assets.raw.generator import generate_prompts, vocabulary
 from nexa_assets.raw.ingest import GenerationRequest, ingest
 from nexa_assets.raw.validate import ValidationRules, prompt_id
 from nexa_assets.sft.package import EvalIndex, ngrams
-from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
+from nexa_core.taxonomy import DOMAINS, TASK_TYPES
 
 
 def test_same_seed_same_prompts_other_seed_other_prompts():

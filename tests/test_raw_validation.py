@@ -22,7 +22,7 @@ from nexa_assets.raw.validate import (
     validate_records,
 )
 from nexa_assets.sft.package import EvalIndex, ngrams
-from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
+from nexa_core.taxonomy import DOMAINS, TASK_TYPES
 
 CORPUS = Path(__file__).parent / "fixtures" / "bad_inputs"
 EXPECTED = json.loads((CORPUS / "expected.json").read_text())

@@ -7,14 +7,14 @@ import re
 
 import pytest
 
-from nexa_assets.evaluate.rubric import (
+from nexa_core.rubric import (
     JudgeVerdict,
     format_judge_messages,
     load_rubric,
     parse_judge_answer,
 )
-from nexa_assets.evaluate.structural_judge import METRICS, judge_structural, repetition, topic_overlap
-from nexa_assets.taxonomy import TASK_TYPES
+from nexa_core.structural_judge import METRICS, judge_structural, repetition, topic_overlap
+from nexa_core.taxonomy import TASK_TYPES
 from test_distill_filters import GOOD_HYPOTHESIS, GOOD_HYPOTHESIS_MARKDOWN, GOOD_METHODOLOGY
 
 HYPOTHESIS_INSTRUCTION = (

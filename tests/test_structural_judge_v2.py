@@ -10,12 +10,12 @@ from statistics import mean
 import polars as pl
 import pytest
 
-from nexa_assets.distill.filters import FilterConfig, parse_hypotheses
+from nexa_core.filters import FilterConfig, parse_hypotheses
 from nexa_assets.distill.pairs import GateConfig, evaluate_pairs
-from nexa_assets.distill.task import templates
+from nexa_core.templates import templates
 from nexa_assets.evaluate.scoring import judge_per_model
-from nexa_assets.evaluate.shared_answers import shared_prompt_counts
-from nexa_assets.evaluate.structural_judge import distinct_items, judge_structural, judge_structural_batch
+from nexa_core.shared_answers import shared_prompt_counts
+from nexa_core.structural_judge import distinct_items, judge_structural, judge_structural_batch
 from test_distill_filters import GOOD_HYPOTHESIS, GOOD_METHODOLOGY
 from test_structural_judge import HYPOTHESIS_INSTRUCTION, METHODOLOGY_INSTRUCTION
 

@@ -8,8 +8,9 @@ from nexa_assets.distill.completions import teacher_requests
 from nexa_assets.distill.judging import regeneration_parents as _regeneration_parents
 from nexa_assets.distill.pairs import mark_chosen
 from nexa_resources.tables.distill import PAIR_SCHEMA
-from nexa_assets.distill.task import format_messages, messages, templates, worked_example
-from nexa_assets.evaluate.structural_judge import judge_structural
+from nexa_assets.distill.task import format_messages, messages, worked_example
+from nexa_core.templates import templates
+from nexa_core.structural_judge import judge_structural
 from nexa_resources.teacher import LOCAL_BEST_OF, LOCAL_REPETITION_PENALTY, TeacherResource
 
 ROW = {

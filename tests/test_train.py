@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from nexa_resources.tables.sft import EXAMPLE_SCHEMA
-from nexa_assets.text import content_hash
+from nexa_core.text import content_hash
 from nexa_assets.train.config import TrainConfig
 from nexa_assets.train.data import (
     IGNORE_INDEX,

@@ -13,7 +13,7 @@ import pytest
 
 from nexa_assets.distill.logprobs import LOGPROBS_TABLE, load_local_teacher, score_answers
 from nexa_resources.tables.sft import EXAMPLE_SCHEMA
-from nexa_assets.text import content_hash
+from nexa_core.text import content_hash
 from nexa_assets.train.config import TrainConfig
 from nexa_resources.lake import LakeResource, Lineage
 

@@ -24,7 +24,7 @@ from nexa_assets.evaluate.stats import mean_ci
 from nexa_resources.tables.feedback import REQUEST_SCHEMA, WEAKNESS_SCHEMA
 from nexa_assets.feedback.spend import Cost, CostTables, Estimate, ledger_row, measured, round_costs
 from nexa_resources.tables.raw import PROMPT_SCHEMA
-from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
+from nexa_core.taxonomy import DOMAINS, TASK_TYPES
 from nexa_resources.tables.train import CHECKPOINT_SCHEMA
 from nexa_resources.lake import LakeResource, Lineage
 

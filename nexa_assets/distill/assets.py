@@ -8,7 +8,7 @@ from pydantic import Field
 
 from nexa_assets.distill import checks
 from nexa_assets.distill.completions import collect_into_lake, completion_metadata, select_prompts, teacher_requests
-from nexa_assets.distill.filters import FilterConfig
+from nexa_core.filters import FilterConfig
 from nexa_assets.distill.judging import Judging, judge_pairs, pairs_metadata, pass_rate
 from nexa_assets.distill.pairs import GateConfig
 from nexa_assets.distill.task import OUTPUT_COLUMNS

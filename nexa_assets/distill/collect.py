@@ -11,7 +11,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from nexa_assets.distill.task import cost_usd, messages, parse_answer
+from nexa_assets.distill.task import messages, parse_answer
+from nexa_core.pricing import cost_usd
 from nexa_resources.llm_client import ChatClient, ChatResult, SamplingParams
 
 

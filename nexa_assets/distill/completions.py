@@ -9,7 +9,8 @@ import dagster as dg
 import polars as pl
 
 from nexa_assets.distill.collect import CollectStats, collect
-from nexa_assets.distill.task import teacher_request, templates
+from nexa_assets.distill.task import teacher_request
+from nexa_core.templates import templates
 from nexa_assets.metadata import preview
 from nexa_resources.journal import Journal, journal_dir, recover_into
 from nexa_resources.lake import LakeResource, Lineage

@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from nexa_assets.distill.completions import collect_into_lake, request_for
-from nexa_assets.distill.filters import FilterConfig
+from nexa_core.filters import FilterConfig
 from nexa_assets.distill.pairs import GateConfig, evaluate_pairs, mark_chosen
 from nexa_assets.distill.task import format_messages, format_regeneration
 from nexa_assets.metadata import counts, preview

@@ -8,8 +8,8 @@ from typing import Any
 
 import polars as pl
 
-from nexa_assets.distill.filters import FilterConfig, apply_filters
-from nexa_assets.evaluate.rubric import JudgeVerdict
+from nexa_core.filters import FilterConfig, apply_filters
+from nexa_core.rubric import JudgeVerdict
 from nexa_resources.tables.distill import METRICS, PAIR_SCHEMA
 
 JUDGE_UNPARSABLE = "judge_unparsable"

@@ -5,18 +5,13 @@ parses the answer (distilabel-style). Templates are versioned files; their conte
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import Any
 
-from nexa_assets.taxonomy import TASK_TYPES
-from nexa_assets.text import content_hash
+from nexa_core.taxonomy import TASK_TYPES
+from nexa_core.templates import templates
+from nexa_core.text import content_hash
 from nexa_resources.llm_client import ChatResult, SamplingParams
 
-TEMPLATE_NAMES: tuple[str, ...] = (
-    "system", "hypothesis", "methodology", "regeneration", "example_hypothesis", "example_methodology"
-)
 INPUT_COLUMNS: tuple[str, ...] = ("prompt_id", "domain", "task_type", "instruction", "context")
 OUTPUT_COLUMNS: tuple[str, ...] = (
     "request_id",
@@ -54,21 +49,6 @@ REASON_TEXT: dict[str, str] = {
     "missing_readout": "it did not say what would be measured",
     "near_duplicate": "it repeated another answer almost word for word",
 }
-
-
-@dataclass(frozen=True)
-class Templates:
-    texts: Mapping[str, str]
-    version: str
-
-
-@cache
-def templates() -> Templates:
-    """The prompt templates (nexa_assets/distill/templates/*.txt) and their content-hash version."""
-    folder = resources.files("nexa_assets.distill").joinpath("templates")
-    texts = {name: folder.joinpath(f"{name}.txt").read_text(encoding="utf-8").strip() for name in TEMPLATE_NAMES}
-    version = "t-" + content_hash(*(f"{name}\x1e{texts[name]}" for name in TEMPLATE_NAMES))[:12]
-    return Templates(texts=texts, version=version)
 
 
 def request_id(prompt_id: str, model: str, template_version: str, params: SamplingParams, extra: str = "") -> str:
@@ -162,13 +142,3 @@ def parse_answer(result: ChatResult) -> tuple[str | None, str | None]:
     if not text:
         return None, "empty answer"
     return text, None
-
-
-FREE = (0.0, 0.0)  # the price of a model answering on this machine (a GPU's time is counted where it trains)
-
-
-def cost_usd(prompt_tokens: int, completion_tokens: int, price: Sequence[float] | None) -> float | None:
-    """Cost from a (USD per 1M input tokens, USD per 1M output tokens) price; None (unknown) when unpriced."""
-    if price is None:
-        return None
-    return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000

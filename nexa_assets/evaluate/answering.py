@@ -11,7 +11,8 @@ from typing import Any
 
 import polars as pl
 
-from nexa_assets.distill.task import FREE, worked_example
+from nexa_assets.distill.task import worked_example
+from nexa_core.pricing import FREE
 from nexa_assets.evaluate.predict import pending_prompts, predict
 from nexa_assets.evaluate.remote import answer_on_compute
 from nexa_resources.tables.eval import PREDICTION_SCHEMA

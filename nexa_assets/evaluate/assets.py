@@ -11,7 +11,7 @@ from nexa_assets.evaluate.checks import held_out, held_out_spec
 from nexa_assets.evaluate.judging import EvalSet, judge_predictions, scores_metadata, unscored
 from nexa_assets.evaluate.predict import eval_set_hash
 from nexa_assets.evaluate.remote import ANSWER_BACKENDS, answer_backend
-from nexa_assets.evaluate.rubric import load_rubric
+from nexa_core.rubric import load_rubric
 from nexa_resources.tables.eval import EVAL_PROMPT_SCHEMA
 from nexa_assets.evaluate.scoring import by_round, cell_metrics, score_rows
 from nexa_assets.evaluate.summary import metrics_metadata, overall_by_model, predictions_metadata

@@ -8,8 +8,8 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from nexa_assets.evaluate.reference import ReferenceSet
-from nexa_assets.evaluate.rubric import JudgeVerdict
+from nexa_core.reference import ReferenceSet
+from nexa_core.rubric import JudgeVerdict
 from nexa_assets.evaluate.scoring import judge_items, judge_per_model, teacher_references
 from nexa_assets.metadata import counts, preview
 from nexa_resources.judge import JudgeCache, JudgeResource

@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from nexa_assets.distill.task import FREE
+from nexa_core.pricing import FREE
 from nexa_assets.evaluate.predict import predict
 from nexa_resources.llm_client import ChatClient, SamplingParams, run_sync
 

@@ -13,8 +13,9 @@ from typing import Any
 import polars as pl
 from tqdm.auto import tqdm
 
-from nexa_assets.distill.task import cost_usd, format_messages, messages, parse_answer
-from nexa_assets.text import content_hash
+from nexa_assets.distill.task import format_messages, messages, parse_answer
+from nexa_core.pricing import cost_usd
+from nexa_core.text import content_hash
 from nexa_resources.llm_client import ChatClient, SamplingParams
 from nexa_resources.tables.eval import MODEL_KINDS, PREDICTION_SCHEMA
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from nexa_assets.evaluate.rubric import JudgeVerdict
+from nexa_core.rubric import JudgeVerdict
 from nexa_assets.evaluate.stats import mean_ci
 from nexa_resources.tables.eval import METRIC_SCHEMA, SCORE_SCHEMA
 

@@ -9,7 +9,7 @@ from dataclasses import fields
 import dagster as dg
 from pydantic import Field
 
-from nexa_assets.evaluate.rubric import load_rubric
+from nexa_core.rubric import load_rubric
 from nexa_assets.feedback.round import Buying, RoundError, judge_feedback_round
 from nexa_assets.feedback.summary import requests_metadata, round_log, rounds_metadata, weaknesses_metadata
 from nexa_assets.feedback.weakness import LoopRules

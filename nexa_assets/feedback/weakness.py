@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from nexa_assets.feedback.lift import CELL_KEYS, Cell, Lift, cell_changes, paired_lift
-from nexa_assets.text import content_hash
+from nexa_core.text import content_hash
 from nexa_resources.tables.feedback import WEAKNESS_SCHEMA
 
 ALL_CELLS_PASS, ROUND_CAP, NO_IMPROVEMENT = "all_cells_pass", "round_cap", "no_improvement"

@@ -25,7 +25,7 @@ from nexa_assets.raw.generator import generate_prompts, vocabulary
 from nexa_assets.raw.readers import RawRecord
 from nexa_assets.raw.validate import ValidationRules, prompt_id, validate_records
 from nexa_assets.sft.package import EvalIndex, SftConfig
-from nexa_assets.text import content_hash
+from nexa_core.text import content_hash
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.tables.raw import PROMPT_SCHEMA
 

@@ -10,7 +10,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
+from nexa_core.taxonomy import DOMAINS, TASK_TYPES
 
 GENERATOR_FILE = "generator.json"
 

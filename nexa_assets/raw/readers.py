@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
+from nexa_core.taxonomy import DOMAINS, TASK_TYPES
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".jsonl", ".csv", ".parquet")
 REQUIRED_FIELDS: tuple[str, ...] = ("domain", "task_type", "instruction")

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from nexa_assets.raw.ingest import GenerationRequest
-from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
+from nexa_core.taxonomy import DOMAINS, TASK_TYPES
 from nexa_resources.inputs import InputsResource
 
 

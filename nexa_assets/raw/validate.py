@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from nexa_assets.raw.readers import REQUIRED_FIELDS, RawRecord
-from nexa_assets.taxonomy import DOMAINS, TASK_TYPES
-from nexa_assets.text import content_hash, hash_fraction, normalize
+from nexa_core.taxonomy import DOMAINS, TASK_TYPES
+from nexa_core.text import content_hash, hash_fraction, normalize
 
 # Only seed-pack and user-file prompts are split train/eval; generated ones are always train (DESIGN §1).
 SPLIT_ORIGINS: frozenset[str] = frozenset({"seed", "file"})

@@ -9,9 +9,9 @@ from typing import Any
 
 import polars as pl
 
-from nexa_assets.distill.filters import near_duplicate_indices
+from nexa_core.filters import near_duplicate_indices
 from nexa_assets.distill.task import format_messages
-from nexa_assets.text import content_hash, hash_fraction, normalize
+from nexa_core.text import content_hash, hash_fraction, normalize
 from nexa_resources.tables.sft import EXAMPLE_SCHEMA
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from nexa_assets.text import content_hash
+from nexa_core.text import content_hash
 from nexa_resources.tables.train import CHECKPOINT_SCHEMA
 
 

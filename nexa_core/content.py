@@ -7,9 +7,9 @@ import re
 from collections.abc import Iterable
 from functools import cache
 
-from nexa_assets.distill.task import templates
-from nexa_assets.taxonomy import TASK_TYPES
-from nexa_assets.text import normalize
+from nexa_core.taxonomy import TASK_TYPES
+from nexa_core.templates import templates
+from nexa_core.text import normalize
 
 _CONTENT_WORD = re.compile(r"[^\W\d_]{4,}")
 _TOKEN = re.compile(r"[^\W_]+")

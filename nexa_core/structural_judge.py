@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nexa_assets.distill.filters import (
+from nexa_core.filters import (
     FilterConfig,
     find_citations,
     find_quantities,
@@ -25,7 +25,7 @@ from nexa_assets.distill.filters import (
     parse_steps,
     strip_markers,
 )
-from nexa_assets.evaluate.content import (
+from nexa_core.content import (
     GENERIC,
     example_copy,
     jaccard,
@@ -34,11 +34,11 @@ from nexa_assets.evaluate.content import (
     stems,
     tokens,
 )
-from nexa_assets.evaluate.reference import ReferenceSet
-from nexa_assets.evaluate.rubric import JudgeVerdict
-from nexa_assets.evaluate.shared_answers import shared_prompt_counts
-from nexa_assets.taxonomy import TASK_TYPES
-from nexa_assets.text import normalize
+from nexa_core.reference import ReferenceSet
+from nexa_core.rubric import JudgeVerdict
+from nexa_core.shared_answers import shared_prompt_counts
+from nexa_core.taxonomy import TASK_TYPES
+from nexa_core.text import normalize
 
 METRICS: tuple[str, ...] = ("correctness", "methodology", "specificity", "clarity", "hallucination_safety")
 # Below this score a metric gets a `lacking` hint, as the LLM judge is asked to give.

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from nexa_assets.evaluate.content import GENERIC, STEM, stems
-from nexa_assets.evaluate.shared_answers import prompt_key
-from nexa_assets.text import normalize
+from nexa_core.content import GENERIC, STEM, stems
+from nexa_core.shared_answers import prompt_key
+from nexa_core.text import normalize
 
 # The share of correctness that comes from agreement with the reference: correctness becomes
 # min(correctness, round((1 - w) * correctness + w * (1 + 4 * agreement))).
@@ -50,7 +50,7 @@ PREDICTION_WORDS = frozenset(
 @cache
 def _example_topics() -> frozenset[str]:
     """Topic stems of the teacher's worked examples (content._examples keeps them per example)."""
-    from nexa_assets.evaluate.content import _examples
+    from nexa_core.content import _examples
 
     return frozenset().union(*(topic for _, topic, _ in _examples()))
 
@@ -139,7 +139,7 @@ class ReferenceSet:
 
 def reference_correctness(rows: Sequence[Mapping[str, Any]]) -> list[int]:
     """The structural judge's correctness of each reference, judged together as the teacher's batch."""
-    from nexa_assets.evaluate.structural_judge import judge_structural_batch  # it imports this module
+    from nexa_core.structural_judge import judge_structural_batch  # it imports this module
 
     items = [
         {"task_type": r["task_type"], "instruction": r["instruction"], "context": r.get("context"),

@@ -8,13 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from types import MappingProxyType
 from typing import Any
 
-from nexa_assets.taxonomy import TASK_TYPES
-from nexa_assets.text import content_hash
+from nexa_core.taxonomy import TASK_TYPES
+from nexa_core.text import content_hash
 
-RUBRIC_PACKAGE = "nexa_assets.evaluate"
 DEFAULT_RUBRIC = "rubric_v2"  # the rubric the structural judge v2 implements
 USER_PLACEHOLDERS: tuple[str, ...] = ("task_type", "instruction", "context", "answer")
 # A rubric whose user_template also has {reference} shows the judge a reference answer (the teacher's).
@@ -55,18 +55,22 @@ class JudgeVerdict:
 
 
 def available_rubrics() -> tuple[str, ...]:
-    """Names of the rubric files shipped in nexa_assets/evaluate/data."""
-    data = resources.files(RUBRIC_PACKAGE).joinpath("data")
+    """Names of the rubric files shipped in nexa_core/data/rubrics."""
+    data = _rubric_folder()
     return tuple(sorted(p.name.removesuffix(".json") for p in data.iterdir() if p.name.endswith(".json")))
+
+
+def _rubric_folder() -> Traversable:
+    return resources.files("nexa_core").joinpath("data", "rubrics")
 
 
 @cache
 def load_rubric(name: str = DEFAULT_RUBRIC) -> Rubric:
-    """The rubric shipped as package data `nexa_assets/evaluate/data/<name>.json`."""
+    """The rubric shipped as package data `nexa_core/data/rubrics/<name>.json`."""
     names = available_rubrics()
     if name not in names:
         raise ValueError(f"unknown rubric {name!r}: valid values are {', '.join(names)}")
-    text = resources.files(RUBRIC_PACKAGE).joinpath("data", f"{name}.json").read_text(encoding="utf-8")
+    text = _rubric_folder().joinpath(f"{name}.json").read_text(encoding="utf-8")
     return _build(name, text)
 
 

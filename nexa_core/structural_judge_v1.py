@@ -1,14 +1,14 @@
 """Judge v1 of the offline structural judge (rubric_v1), frozen so bench/judge.py can compare it with v2.
 
 It is gamed by a fixed answer reused across prompts, instruction echo and keyword stuffing (issue 12);
-the loop uses nexa_assets.evaluate.structural_judge."""
+the loop uses nexa_core.structural_judge."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
-from nexa_assets.distill.filters import (
+from nexa_core.filters import (
     FilterConfig,
     find_citations,
     find_quantities,
@@ -20,9 +20,9 @@ from nexa_assets.distill.filters import (
     parse_steps,
     strip_markers,
 )
-from nexa_assets.evaluate.rubric import JudgeVerdict
-from nexa_assets.taxonomy import TASK_TYPES
-from nexa_assets.text import normalize
+from nexa_core.rubric import JudgeVerdict
+from nexa_core.taxonomy import TASK_TYPES
+from nexa_core.text import normalize
 
 METRICS: tuple[str, ...] = ("correctness", "methodology", "specificity", "clarity", "hallucination_safety")
 # Below this score a metric gets a `lacking` hint, as the LLM judge is asked to give.

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from nexa_assets.taxonomy import TASK_TYPES
-from nexa_assets.text import normalize
+from nexa_core.taxonomy import TASK_TYPES
+from nexa_core.text import normalize
 
 REASON_CODES: tuple[str, ...] = (
     "too_short",

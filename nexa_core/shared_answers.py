@@ -11,8 +11,8 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nexa_assets.evaluate.content import jaccard, masked_tokens, shingles, stems
-from nexa_assets.text import normalize
+from nexa_core.content import jaccard, masked_tokens, shingles, stems
+from nexa_core.text import normalize
 
 # Masked answers this similar (Jaccard over word 3-grams) say the same thing.
 SHARED_THRESHOLD = 0.5
