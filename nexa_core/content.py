@@ -21,15 +21,18 @@ def _stem_set(words: str) -> frozenset[str]:
     return frozenset(w[:STEM] for w in words.split())
 
 
-# Words of the prompt's own genre: asking, answering and proposing say nothing about the topic.
-STOPWORDS = _stem_set(
-    """about above after again against also among another answer based because been before being below
+# Words of the prompt's own genre: asking, answering and proposing say nothing about the topic (judge v1 used the
+# first block alone, as whole words).
+GENRE_WORDS = """about above after again against also among another answer based because been before being below
     between both could describe design designs detail does doing during each either explain following
     from further given have having here hypotheses hypothesis into investigate just more most much must
     other over plausible possible propose protocol provide question should show some specific study such
     suggest test testable than that their them then there these they this those through under until using
     very what when where whether which while will with within would your experiment experimental
-    experiments method methods methodology outline generate formulate offer explanation explanations
+    experiments method methods methodology outline"""
+STOPWORDS = _stem_set(
+    GENRE_WORDS
+    + """ generate formulate offer explanation explanations
     explaining mechanism mechanisms observation observations described anomaly phenomenon pattern
     situation address problem falsify paired claim following approach determine"""
 )

@@ -81,11 +81,12 @@ CAPPED: dict[str, str] = {
 }
 
 @dataclass
-class _Score:
+class Score:
     """A metric that starts at the top of the scale and loses points, each loss with its reason."""
 
     value: int = 5
     reasons: list[str] = field(default_factory=list)
+    refused: bool = False
 
     def lose(self, points: int, reason: str) -> None:
         self.value -= points
@@ -113,28 +114,41 @@ def judge_structural(
     instruction's words, boilerplate, or the worked example's), the context passage used where given, no
     refusal, not cut off. Whether the answer is reused across prompts needs a batch: `judge_structural_batch`.
     """
-    if task_type not in TASK_TYPES:
-        raise ValueError(f"unknown task_type {task_type!r}: valid values are {', '.join(TASK_TYPES)}")
-    text = (answer or "").strip()
+    text = answer_text(task_type, answer)
     if not text:
-        return JudgeVerdict({m: 1 for m in METRICS}, {m: "an answer (it was empty)" for m in METRICS}, None)
+        return empty_verdict()
     truncated = finish_reason == "length"
     parsed = parse_hypotheses(text) if task_type == "hypothesis" else parse_steps(text)
     items = distinct_items(parsed)
     asserted = asserted_quantities(items, instruction) if task_type == "hypothesis" else 0
     scores = {
         "correctness": _correctness(task_type, instruction, context, text, items, len(parsed), truncated, asserted),
-        "methodology": _methodology(task_type, text, items),
-        "specificity": _specificity(task_type, text, items),
-        "clarity": _clarity(text, truncated, len(parsed) - len(items)),
-        "hallucination_safety": _hallucination_safety(text, asserted),
+        "methodology": methodology_score(task_type, text, items),
+        "specificity": specificity_score(task_type, text, items),
+        "clarity": clarity_score(text, truncated, len(parsed) - len(items)),
+        "hallucination_safety": hallucination_safety_score(text, asserted),
     }
-    return _capped(
-        JudgeVerdict(
-            scores={m: max(1, min(5, s.value)) for m, s in scores.items()},
-            lacking={m: "; ".join(s.reasons) for m, s in scores.items() if s.value < HINT_BELOW and s.reasons},
-            error=None,
-        )
+    return _capped(scored_verdict(scores))
+
+
+def answer_text(task_type: str, answer: str | None) -> str:
+    """The answer stripped, once `task_type` is known to be one of TASK_TYPES."""
+    if task_type not in TASK_TYPES:
+        raise ValueError(f"unknown task_type {task_type!r}: valid values are {', '.join(TASK_TYPES)}")
+    return (answer or "").strip()
+
+
+def empty_verdict() -> JudgeVerdict:
+    """The verdict on an empty answer: 1 on every metric."""
+    return JudgeVerdict({m: 1 for m in METRICS}, {m: "an answer (it was empty)" for m in METRICS}, None)
+
+
+def scored_verdict(scores: Mapping[str, Score]) -> JudgeVerdict:
+    """Scores clamped to 1–5, with a `lacking` hint for each metric below HINT_BELOW."""
+    return JudgeVerdict(
+        scores={m: max(1, min(5, s.value)) for m, s in scores.items()},
+        lacking={m: "; ".join(s.reasons) for m, s in scores.items() if s.value < HINT_BELOW and s.reasons},
+        error=None,
     )
 
 
@@ -153,6 +167,32 @@ def _capped(verdict: JudgeVerdict) -> JudgeVerdict:
     return JudgeVerdict(scores=scores, lacking=lacking, error=verdict.error)
 
 
+def structure_score(task_type: str, text: str, items: list[str]) -> Score:
+    """Correctness after the refusal check (floored, `refused`) and the count of items the task asks for."""
+    score = Score()
+    if is_refusal(text):
+        score.floor("an answer instead of a refusal")
+        score.refused = True
+        return score
+    if task_type == "hypothesis":
+        in_range = _LIMITS.min_hypotheses <= len(items) <= _LIMITS.max_hypotheses
+    else:
+        in_range = len(items) >= _LIMITS.min_steps
+    if not items:
+        score.lose(3, _structure_reason(task_type))
+    elif not in_range:
+        score.lose(2, _structure_reason(task_type))
+    return score
+
+
+def topic_loss(score: Score, overlap: float) -> None:
+    """Lower correctness for an answer using under half of the instruction's topic words."""
+    if overlap < 0.25:
+        score.lose(2, "an answer about the instruction's topic")
+    elif overlap < 0.5:
+        score.lose(1, "closer focus on the instruction's topic")
+
+
 def _structure_reason(task_type: str) -> str:
     if task_type == "hypothesis":
         return f"{_LIMITS.min_hypotheses} to {_LIMITS.max_hypotheses} distinct, clearly stated hypotheses"
@@ -168,25 +208,12 @@ def _correctness(
     parsed: int,
     truncated: bool,
     asserted: int,
-) -> _Score:
+) -> Score:
     """`items` are the distinct items of the `parsed` ones: a repeat adds no content."""
-    score = _Score()
-    if is_refusal(text):
-        score.floor("an answer instead of a refusal")
+    score = structure_score(task_type, text, items)
+    if score.refused:
         return score
-    if task_type == "hypothesis":
-        in_range = _LIMITS.min_hypotheses <= len(items) <= _LIMITS.max_hypotheses
-    else:
-        in_range = len(items) >= _LIMITS.min_steps
-    if not items:
-        score.lose(3, _structure_reason(task_type))
-    elif not in_range:
-        score.lose(2, _structure_reason(task_type))
-    overlap = topic_overlap(instruction, text, context)
-    if overlap < 0.25:
-        score.lose(2, "an answer about the instruction's topic")
-    elif overlap < 0.5:
-        score.lose(1, "closer focus on the instruction's topic")
+    topic_loss(score, topic_overlap(instruction, text, context))
     prompt = stems(instruction) | stems(context)
     if items and sum(bool(stems(item) & (prompt - GENERIC)) for item in items) * 2 < len(items):
         score.lose(1, "items about the prompt's subject")
@@ -212,8 +239,8 @@ def _correctness(
     return score
 
 
-def _methodology(task_type: str, text: str, items: list[str]) -> _Score:
-    score = _Score()
+def methodology_score(task_type: str, text: str, items: list[str]) -> Score:
+    score = Score()
     if task_type == "hypothesis":
         if not items:
             score.floor("testable hypotheses, each with a measurable outcome")
@@ -234,8 +261,8 @@ def _methodology(task_type: str, text: str, items: list[str]) -> _Score:
     return score
 
 
-def _specificity(task_type: str, text: str, items: list[str]) -> _Score:
-    score = _Score()
+def specificity_score(task_type: str, text: str, items: list[str]) -> Score:
+    score = Score()
     quantities = set(find_quantities(text))
     if not quantities:
         score.lose(2, "quantities with units")
@@ -250,8 +277,8 @@ def _specificity(task_type: str, text: str, items: list[str]) -> _Score:
     return score
 
 
-def _clarity(text: str, truncated: bool, repeated_items: int) -> _Score:
-    score = _Score()
+def clarity_score(text: str, truncated: bool, repeated_items: int) -> Score:
+    score = Score()
     words = len(text.split())
     if truncated:
         score.lose(2, "a complete answer that is not cut off")
@@ -270,8 +297,8 @@ def _clarity(text: str, truncated: bool, repeated_items: int) -> _Score:
     return score
 
 
-def _hallucination_safety(text: str, asserted: int) -> _Score:
-    score = _Score()
+def hallucination_safety_score(text: str, asserted: int) -> Score:
+    score = Score()
     citations = len(find_citations(text))
     if citations:
         score.lose(min(4, citations + 1), "no invented citations or references")
