@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from nexa_resources.profiles import settings_env
+from nexa_resources.storage import s3_client, split_s3_uri
 
 DEFAULT_INPUT = "inputs"
 INPUT_ENV = "NEXA_INPUT_URI"
@@ -40,53 +38,6 @@ def is_candidate(name: str) -> bool:
 def escapes_root(name: str) -> bool:
     """True for a relative name that could point outside the input root: absolute, or with a `..` part."""
     return name.startswith("/") or ".." in name.split("/")
-
-
-def s3_resource() -> Any:
-    """dagster-aws's S3Resource configured only from the environment (AWS_ENDPOINT_URL, region, keys).
-
-    Keys stay out of the resource: boto3 reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN
-    (or a profile) itself, so they never enter Dagster config.
-    """
-    from dagster_aws.s3 import S3Resource
-
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    return S3Resource(endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None, region_name=region)
-
-
-def s3_client() -> Any:
-    """A boto3 S3 client configured only from the environment (through dagster-aws's S3Resource).
-
-    Cached per environment: building one (a boto3 session) costs ~0.4 s on a small machine, which a sensor
-    hashing a thousand new files, or an ingest reading them, would otherwise pay per file.
-    """
-    env = tuple(os.environ.get(var) for var in _S3_ENV_VARS)
-    return _cached_s3_client(env)
-
-
-# The variables a client depends on: a change to any of them gives a new client.
-_S3_ENV_VARS: tuple[str, ...] = (
-    "AWS_ENDPOINT_URL",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_PROFILE",
-)
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_s3_client(env: tuple[str | None, ...]) -> Any:
-    return s3_resource().get_client()
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    rest = uri.removeprefix("s3://")
-    bucket, _, prefix = rest.partition("/")
-    if not bucket:
-        raise ValueError(f"bad S3 URI {uri!r}: expected s3://bucket/prefix")
-    return bucket, prefix.strip("/")
 
 
 class InputsResource(dg.ConfigurableResource):

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from nexa_resources.local_model import LocalModelServer, cache_dir
+from nexa_resources.storage import s3_client, split_s3_uri
 
 # Files a served model needs; training state (checkpoint-N/, optimizer) stays in the bucket.
 _MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -27,11 +28,8 @@ def local_checkpoint(uri: str, *, client: object | None = None) -> Path:
         return folder
     if not uri.startswith("s3://"):
         raise ValueError(f"unsupported checkpoint uri {uri!r}: use a local folder or s3://bucket/prefix")
-    from nexa_assets.train.storage import s3_client
-
     s3 = client or s3_client()
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    prefix = prefix.strip("/")
+    bucket, prefix = split_s3_uri(uri)
     target = cache_dir() / "checkpoints" / prefix.replace("/", "__")
     if (target / "config.json").exists():
         return target

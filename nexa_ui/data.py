@@ -15,6 +15,7 @@ import pyarrow as pa
 import streamlit as st
 
 from nexa_resources.lake import LakeResource, configured_root, sql_limits_from_env
+from nexa_resources.storage import read_s3_object
 
 # How long a table's latest version is trusted before the lake is asked again (seconds).
 VERSION_TTL_S = 5
@@ -78,12 +79,8 @@ def run_sql(query: str) -> pa.Table:
 @st.cache_data(show_spinner=False, max_entries=128)
 def _artifact_metrics(uri: str) -> dict[str, Any] | None:
     if uri.startswith("s3://"):
-        import boto3  # the trainer's S3 layout: <uri>/metrics.json; credentials from the AWS_* variables
-
-        bucket, _, prefix = uri[len("s3://") :].partition("/")
-        key = f"{prefix.rstrip('/')}/metrics.json" if prefix else "metrics.json"
         try:
-            body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+            body = read_s3_object(f"{uri.rstrip('/')}/metrics.json")  # the trainer's S3 layout
         except Exception:  # noqa: BLE001 - a missing or unreadable file only means no curve to draw
             return None
         return json.loads(body)

@@ -38,7 +38,7 @@ from nexa_assets.evaluate.remote import RemoteEvalFailed, answer_backend, answer
 from nexa_resources.tables.eval import PREDICTION_SCHEMA
 from nexa_assets.train.register import checkpoint_row
 from nexa_resources.compute import ComputeResource, SkyBridge, override_sky_client
-from nexa_resources.inputs import split_s3_uri
+from nexa_resources.storage import split_s3_uri
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.teacher import TeacherResource
 

@@ -1,8 +1,5 @@
-"""Where the trainer writes: a local folder, or s3:// (trained in a local folder, then uploaded with boto3).
-
-S3 settings come from the environment, as everywhere in Nexa: AWS_ENDPOINT_URL (MinIO, moto, R2 …),
-AWS_REGION / AWS_DEFAULT_REGION and the usual AWS credential variables.
-"""
+"""Where the trainer writes: a local folder, or s3:// (trained in a local folder, then uploaded with the
+client of nexa_resources.storage)."""
 
 from __future__ import annotations
 
@@ -12,6 +9,8 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from nexa_resources.storage import s3_client, s3_key, split_s3_uri
 
 WORKDIR_ENV = "NEXA_TRAIN_WORKDIR"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -31,27 +30,13 @@ def local_workdir(output: str) -> Path:
     return base / hashlib.sha256(output.encode()).hexdigest()[:16]
 
 
-def _split(uri: str) -> tuple[str, str]:
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    return bucket, prefix.strip("/")
-
-
-def s3_client() -> Any:
-    try:
-        import boto3
-    except ImportError:  # pragma: no cover - boto3 is a dependency of the package
-        raise ImportError("s3:// outputs need boto3: pip install boto3") from None
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None, region_name=region)
-
-
 def upload_dir(local: Path, uri: str, *, client: Any | None = None) -> int:
     """Upload every file under `local` to `uri` (same relative paths). Returns the file count."""
     client = client or s3_client()
-    bucket, prefix = _split(uri)
+    bucket, prefix = split_s3_uri(uri)
     count = 0
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
-        key = "/".join(filter(None, [prefix, path.relative_to(local).as_posix()]))
+        key = s3_key(prefix, path.relative_to(local).as_posix())
         client.upload_file(str(path), bucket, key)
         count += 1
     return count
@@ -60,7 +45,7 @@ def upload_dir(local: Path, uri: str, *, client: Any | None = None) -> int:
 def download_latest_checkpoint(uri: str, local: Path, *, client: Any | None = None) -> str | None:
     """Copy the newest complete `checkpoint-N/` under `uri` into `local` (for resuming); its name, or None."""
     client = client or s3_client()
-    bucket, prefix = _split(uri)
+    bucket, prefix = split_s3_uri(uri)
     listing: dict[str, list[str]] = {}
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""):
@@ -76,7 +61,7 @@ def download_latest_checkpoint(uri: str, local: Path, *, client: Any | None = No
     for rest in listing[latest]:
         target = local / latest / rest
         target.parent.mkdir(parents=True, exist_ok=True)
-        key = "/".join(filter(None, [prefix, latest, rest]))
+        key = s3_key(prefix, latest, rest)
         client.download_file(bucket, key, str(target))
     return latest
 
