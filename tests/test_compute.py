@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -573,7 +574,7 @@ def test_skypilot_real_check_without_credentials(sky_python):
     with pytest.raises(NoCloudCredentials) as err:
         res.run_training(**_train_kwargs("b", "r-real"), log=RecordingLog())
     assert "`.venv-sky/bin/sky check`" in str(err.value)
-    assert isinstance(err.value, compute.dg.Failure)  # an asset fails with this message, not a stack trace
+    assert isinstance(err.value, dg.Failure)  # an asset fails with this message, not a stack trace
 
 
 def test_skypilot_needs_s3_locations():

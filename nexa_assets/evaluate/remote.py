@@ -14,11 +14,9 @@ import json
 from typing import Any
 
 import polars as pl
-import yaml
 
-from nexa_assets.train.storage import s3_client
 from nexa_resources.compute import REPO_ROOT, ComputeError, ComputeResource, job_name
-from nexa_resources.inputs import split_s3_uri
+from nexa_resources.storage import s3_client, split_s3_uri
 from nexa_resources.tables.eval import PREDICTION_SCHEMA
 
 EVAL_TASK_YAML = REPO_ROOT / "sky" / "eval.yaml"
@@ -58,20 +56,13 @@ def eval_task(
     hourly_cap: float | None = None,
 ) -> dict[str, Any]:
     """The SkyPilot task for one eval: sky/eval.yaml with the compute resource's settings and this run's envs."""
-    cfg = yaml.safe_load(EVAL_TASK_YAML.read_text(encoding="utf-8"))
-    name = job_name("eval", run_id)
-    cfg["name"] = name
-    cfg["workdir"] = str(REPO_ROOT)
-    compute.fill_resources(cfg, accelerators=accelerators, hourly_cap=hourly_cap)
-    env_overrides = {
-        "NEXA_RUN_ID": run_id,
-        "NEXA_BUCKET_URI": compute._require_bucket(),
+    env = {
         "NEXA_CHECKPOINT_URI": checkpoint_uri,
         "NEXA_EVAL_PROMPTS_URI": prompts_uri,
         "NEXA_EVAL_OUTPUT_URI": output_uri,
         "NEXA_EVAL_SPEC": json.dumps(spec, sort_keys=True),
     }
-    return {"name": name, "config": cfg, "env_overrides": env_overrides}
+    return compute.sky_task(EVAL_TASK_YAML, "eval", run_id, env, accelerators=accelerators, hourly_cap=hourly_cap)
 
 
 def read_answers(output_uri: str, prompts: pl.DataFrame, model_id: str) -> pl.DataFrame:
