@@ -56,7 +56,7 @@ def main() -> int:
         Path(f"{tmp}/dagster_home").mkdir()
         if args.local_teacher:
             return run(None)
-        from nexa_resources.scripted_server import ScriptedServer
+        from nexa_testing.scripted_server import ScriptedServer
 
         with ScriptedServer(latency_ms=args.latency_ms) as server:
             os.environ["NEXA_TEACHER_BASE_URL"] = server.base_url

@@ -73,7 +73,7 @@ from nexa_resources.llm_client import (
     SamplingParams,
     run_sync,
 )
-from nexa_resources.scripted_server import ScriptedServer
+from nexa_testing.scripted_server import ScriptedServer
 
 RATIO_TARGET = 0.9
 LOGPROBS_SLOWDOWN_TARGET = 1.10

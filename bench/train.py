@@ -50,8 +50,8 @@ def write_table(root: Path, rows: int) -> tuple[str, int]:
     from nexa_assets.distill.task import format_messages
     from nexa_core.text import content_hash, hash_fraction
     from nexa_resources.lake import LakeResource, Lineage
-    from nexa_resources.scripted_server import answer_for
     from nexa_resources.tables.sft import EXAMPLE_SCHEMA
+    from nexa_testing.scripted_server import answer_for
 
     seed = Path(__file__).resolve().parents[1] / "nexa_assets" / "raw" / "data" / "seed_pack.jsonl"
     prompts = [json.loads(line) for line in seed.read_text().splitlines() if line.strip()]

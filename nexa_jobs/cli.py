@@ -7,72 +7,21 @@ import json
 import os
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 
 import polars as pl
 
+from nexa_jobs.materialize import materialize
 from nexa_jobs.train_plan import register as register_train_plan
 from nexa_resources.lake import LakeResource, SqlAccessError, SqlLimitError
 from nexa_resources.lake_sql import parse_at
 from nexa_resources.profiles import PROFILE_ENV, PROFILES, resolve_all
-from nexa_resources.run_worker import fail_dead_runs, worker_tags
 
 FORMATS = ("table", "csv", "json")
 
 
 def _lake() -> LakeResource:
     return LakeResource.from_env()
-
-
-def _instance():
-    import dagster as dg
-
-    from nexa_jobs.instance import PROJECT_HOME, dagster_home, wants_persistent_instance
-
-    # The project's instance when `make up` or `make demo` made one here (or runs need one on disk:
-    # NEXA_DAGSTER_PG_URL, NEXA_EXECUTOR=multiprocess), so CLI runs show in the UI and the sensors see
-    # them; else DAGSTER_HOME; else a throwaway instance.
-    if not os.environ.get("DAGSTER_HOME") and (os.path.isdir(PROJECT_HOME) or wants_persistent_instance()):
-        os.environ["DAGSTER_HOME"] = os.path.abspath(PROJECT_HOME)
-    if not os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.ephemeral()
-    dagster_home()  # writes Nexa's dagster.yaml into a new DAGSTER_HOME
-    instance = dg.DagsterInstance.get()
-    for run_id in fail_dead_runs(instance, by="nexa materialize"):
-        print(f"run {run_id} was left STARTED by a worker that is gone (killed): marked failed", file=sys.stderr)
-    return instance
-
-
-def materialize(
-    selection: str,
-    run_config: dict | None = None,
-    tags: dict[str, str] | None = None,
-    log_level: str = "INFO",
-):
-    """Materialize a selection of assets, orchestrated from this process with the executor NEXA_EXECUTOR
-    names (in-process by default; see nexa_jobs/execution.py)."""
-    import dagster as dg
-
-    from nexa_jobs.definitions import defs
-    from nexa_jobs.execution import execute
-
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-    graph = defs.resolve_asset_graph()
-    keys = dg.AssetSelection.from_string(selection).required_multi_asset_neighbors().resolve(graph)
-    if not keys:
-        valid = ", ".join(sorted(k.to_user_string() for k in graph.get_all_asset_keys()))
-        raise ValueError(f"selection {selection!r} matches no asset; assets are: {valid}")
-    job = defs.resolve_implicit_global_asset_job_def()
-    config = {"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})}
-    return execute(
-        job.name,
-        run_config=config,
-        instance=_instance(),
-        asset_selection=sorted(keys),
-        tags={**worker_tags(), **(tags or {})},
-    )
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:

@@ -107,7 +107,7 @@ def run_loop(
     """
     import dagster as dg
 
-    from nexa_jobs.cli import materialize
+    from nexa_jobs.materialize import materialize
     from nexa_jobs.execution import execute
     from nexa_jobs.feedback_sensor import feedback_sensor
     from nexa_resources.run_worker import worker_tags
@@ -214,9 +214,9 @@ def efficacy_text(lake: LakeResource) -> str:
 
 
 def main() -> int:
-    from nexa_jobs.cli import _instance
+    from nexa_jobs.instance import open_instance
 
-    instance = _instance()
+    instance = open_instance()
     if _daemon_running(instance):
         print(
             "A Dagster daemon is running on this DAGSTER_HOME (make up): its feedback sensor would drive the "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 PROJECT_HOME = ".dagster_home"  # relative to the project root (the working directory of make and nexa)
 PG_URL_ENV = "NEXA_DAGSTER_PG_URL"
@@ -106,3 +107,23 @@ def wants_persistent_instance() -> bool:
     from nexa_jobs.execution import executor_name
 
     return bool(pg_url()) or executor_name() != "in_process"
+
+
+def open_instance() -> Any:
+    """The Dagster instance `nexa materialize` and `make demo` run on; runs a dead worker left STARTED are failed."""
+    import dagster as dg
+
+    from nexa_resources.run_worker import fail_dead_runs
+
+    # The project's instance when `make up` or `make demo` made one here (or runs need one on disk:
+    # NEXA_DAGSTER_PG_URL, NEXA_EXECUTOR=multiprocess), so CLI runs show in the UI and the sensors see
+    # them; else DAGSTER_HOME; else a throwaway instance.
+    if not os.environ.get("DAGSTER_HOME") and (os.path.isdir(PROJECT_HOME) or wants_persistent_instance()):
+        os.environ["DAGSTER_HOME"] = os.path.abspath(PROJECT_HOME)
+    if not os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.ephemeral()
+    dagster_home()  # writes Nexa's dagster.yaml into a new DAGSTER_HOME
+    instance = dg.DagsterInstance.get()
+    for run_id in fail_dead_runs(instance, by="nexa materialize"):
+        print(f"run {run_id} was left STARTED by a worker that is gone (killed): marked failed", file=sys.stderr)
+    return instance

@@ -20,7 +20,7 @@ from collections.abc import Iterator  # noqa: E402
 import pytest  # noqa: E402
 
 from nexa_resources.lake import LakeResource  # noqa: E402
-from nexa_resources.scripted_server import ScriptedServer  # noqa: E402
+from nexa_testing.scripted_server import ScriptedServer  # noqa: E402
 
 # moto runs in a child process: delta-rs holds the GIL while it does HTTP, so a moto server thread in
 # the pytest process itself would never get to answer and the write would deadlock.

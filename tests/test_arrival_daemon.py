@@ -18,7 +18,7 @@ from dagster._core.instance.ref import InstanceRef
 
 from nexa_jobs.arrival import FILES_TAG, TRIGGER_TAG
 from nexa_resources.lake import LakeResource
-from nexa_resources.scripted_server import DEFAULT_MODEL, ScriptedServer
+from nexa_testing.scripted_server import DEFAULT_MODEL, ScriptedServer
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -25,13 +25,13 @@ from nexa_assets.raw.assets import raw_prompts
 from nexa_assets.sft.assets import sft_decontamination, sft_examples
 from nexa_assets.sft.package import SftConfig, build_examples
 from nexa_resources.tables.sft import EXAMPLE_SCHEMA
-from nexa_jobs.cli import _instance as cli_instance
+from nexa_jobs.instance import open_instance as cli_instance
 from nexa_jobs.instance import dagster_home
 from nexa_resources.inputs import InputsResource
 from nexa_resources.journal import journal_dir
 from nexa_resources.judge import STRUCTURAL_JUDGE_ID, JudgeResource
 from nexa_resources.lake import LakeResource
-from nexa_resources.scripted_server import ScriptedServer, fingerprint
+from nexa_testing.scripted_server import ScriptedServer, fingerprint
 from nexa_resources.teacher import TeacherResource
 
 MODEL = "scripted-teacher"

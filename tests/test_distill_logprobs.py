@@ -20,7 +20,7 @@ from nexa_core.text import content_hash
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import SamplingParams
 from nexa_resources.local_model import ensure_local_model
-from nexa_resources.scripted_server import ScriptedServer
+from nexa_testing.scripted_server import ScriptedServer
 from nexa_resources.teacher import TeacherResource
 
 

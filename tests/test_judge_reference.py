@@ -22,7 +22,7 @@ from nexa_assets.evaluate.scoring import teacher_references
 from nexa_core.structural_judge import judge_structural_batch
 from nexa_resources.judge import STRUCTURAL_JUDGE_ID, JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
-from nexa_resources.scripted_server import ScriptedServer, fingerprint
+from nexa_testing.scripted_server import ScriptedServer, fingerprint
 from test_distill_filters import GOOD_HYPOTHESIS
 from test_structural_judge import HYPOTHESIS_INSTRUCTION
 

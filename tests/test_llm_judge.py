@@ -27,7 +27,7 @@ from nexa_jobs.loop_report import judge_by_round
 from nexa_resources.inputs import InputsResource
 from nexa_resources.judge import JudgeCache, JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
-from nexa_resources.scripted_server import ScriptedServer, answer_for, fingerprint, verdict_for
+from nexa_testing.scripted_server import ScriptedServer, answer_for, fingerprint, verdict_for
 from nexa_resources.teacher import TeacherResource
 
 JUDGE_MODEL = "scripted-judge"

@@ -25,7 +25,7 @@ from smallest_loop import SMALLEST_LOOP_CONFIG
 from test_arrival_daemon import kill_tree
 
 from nexa_resources.lake import LakeResource
-from nexa_resources.scripted_server import DEFAULT_MODEL, ScriptedServer
+from nexa_testing.scripted_server import DEFAULT_MODEL, ScriptedServer
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = SMALLEST_LOOP_CONFIG
@@ -34,7 +34,7 @@ TIMING_COLUMNS = {"created_at", "latency_ms", "wall_s", "tokens_per_s", "elapsed
 DRIVER = textwrap.dedent(
     """
     import json, sys
-    from nexa_jobs.cli import _instance
+    from nexa_jobs.instance import open_instance as _instance
     from nexa_jobs.demo import run_loop
     rounds = run_loop(_instance(), log=lambda m: print(m, flush=True), run_config=json.loads(sys.argv[1]))
     print("ROUNDS " + json.dumps(rounds), flush=True)

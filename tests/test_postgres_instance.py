@@ -32,7 +32,7 @@ from nexa_resources.compute import ComputeResource
 from nexa_resources.inputs import InputsResource
 from nexa_resources.judge import JudgeResource
 from nexa_resources.lake import LakeResource
-from nexa_resources.scripted_server import DEFAULT_MODEL, ScriptedServer
+from nexa_testing.scripted_server import DEFAULT_MODEL, ScriptedServer
 from nexa_resources.teacher import TeacherResource
 from postgres_server import PostgresServer, available, postgres_server
 from smallest_loop import SMALLEST_LOOP_CONFIG
@@ -84,7 +84,7 @@ def test_runs_events_and_sensor_cursors_live_in_postgres_and_the_daemon_runs_the
     assert config_text == POSTGRES_YAML and f"env: {PG_URL_ENV}" in config_text and pg.password not in config_text
 
     # 1. Round 0, materialized on the instance as `nexa materialize` opens it.
-    from nexa_jobs.cli import _instance
+    from nexa_jobs.instance import open_instance as _instance
 
     lake = LakeResource(root=str(lake_root))
     resources = {

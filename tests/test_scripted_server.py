@@ -10,7 +10,7 @@ import urllib.request
 import openai
 import pytest
 
-from nexa_resources.scripted_server import ScriptedServer, fingerprint
+from nexa_testing.scripted_server import ScriptedServer, fingerprint
 
 MODEL = "teacher-test"
 

@@ -14,7 +14,7 @@ from nexa_resources.llm_client import (
     RetryPolicy,
     SamplingParams,
 )
-from nexa_resources.scripted_server import ScriptedServer, answer_for, fingerprint
+from nexa_testing.scripted_server import ScriptedServer, answer_for, fingerprint
 
 MODEL = "scripted-teacher"
 KEY = "sk-client-test-KEY-7731"
