@@ -156,15 +156,26 @@ def plan_tick(
 ) -> TickPlan:
     """Compare a listing with the remembered state; read (hash) only files that changed and held still."""
     plan = TickPlan(state=ArrivalState())
-    nxt = plan.state
     known_skipped = set(state.skipped)
-    nxt.skipped = sorted(name for name, _ in skipped)
+    plan.state.skipped = sorted(name for name, _ in skipped)
     plan.newly_skipped = [warning for name, warning in skipped if name not in known_skipped]
+    stable = _stable_files(state, listed, plan, settings.batch_files * settings.max_runs_per_tick)
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:  # S3 reads are latency-bound
+        contents = list(pool.map(lambda f: _read(read_bytes, f), stable))
+    new_files, replaced = _hash_new(state, stable, contents, plan)
+    plan.state.gone = _gone(state, plan.state, {f.name for f in listed}, replaced)
+    for start in range(0, len(new_files), settings.batch_files):
+        chunk = new_files[start : start + settings.batch_files]
+        plan.batches.append(Batch(files=tuple(n for n, _ in chunk), hashes=tuple(h for _, h in chunk)))
+    return plan
 
-    # Reads per tick are capped too (not only new files), so a tick stays short even when thousands of
-    # files are renamed or touched at once; the rest stay pending, already stable, for the next tick.
-    capacity = settings.batch_files * settings.max_runs_per_tick
-    listed_names = {f.name for f in listed}
+
+def _stable_files(state: ArrivalState, listed: Sequence[InputFile], plan: TickPlan, capacity: int) -> list[InputFile]:
+    """Files whose new version held still since the last tick, at most `capacity`; the others wait.
+
+    Reads per tick are capped too (not only new files), so a tick stays short even when thousands of
+    files are renamed or touched at once; the rest stay pending, already stable, for the next tick."""
+    nxt = plan.state
     stable: list[InputFile] = []
     for f in sorted(listed, key=lambda f: f.name):
         signature = f"{f.size}:{stamp(f)}"
@@ -182,19 +193,24 @@ def plan_tick(
             plan.waiting.append(f.name)
             continue
         stable.append(f)
+    return stable
 
-    def read(f: InputFile) -> bytes | Exception:
-        try:
-            return read_bytes(f.name)
-        except (OSError, ValueError) as exc:  # deleted or replaced between listing and reading
-            return exc
 
-    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:  # S3 reads are latency-bound
-        contents = list(pool.map(read, stable))
+def _read(read_bytes: Callable[[str], bytes], f: InputFile) -> bytes | Exception:
+    try:
+        return read_bytes(f.name)
+    except (OSError, ValueError) as exc:  # deleted or replaced between listing and reading
+        return exc
 
+
+def _hash_new(
+    state: ArrivalState, stable: list[InputFile], contents: list[bytes | Exception], plan: TickPlan
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(name, hash) of files with content not seen before, and the earlier hashes of files that changed."""
+    nxt = plan.state
     taken_hashes = set(state.gone) | {entry[0] for entry in state.seen.values()}
     new_files: list[tuple[str, str]] = []
-    replaced: list[str] = []  # earlier content of files that changed
+    replaced: list[str] = []
     for f, data in zip(stable, contents):
         if isinstance(data, Exception):
             plan.read_errors.append(f"could not read {f.name}: {data}")
@@ -213,21 +229,19 @@ def plan_tick(
             continue
         taken_hashes.add(digest)
         new_files.append((f.name, digest))
+    return new_files, replaced
 
-    # Content of files that left the folder or changed is remembered (bounded), so bringing it back starts
-    # nothing: its rows are in raw/prompts already.
+
+def _gone(state: ArrivalState, nxt: ArrivalState, listed_names: set[str], replaced: list[str]) -> list[str]:
+    """Content of files that left the folder or changed, remembered (bounded) so that bringing it back starts
+    nothing: its rows are in raw/prompts already."""
     still_listed = {entry[0] for entry in nxt.seen.values()}
     gone = [h for h in state.gone if h not in still_listed]
     left = [entry[0] for name, entry in state.seen.items() if name not in listed_names]
     for digest in [*left, *replaced]:
         if digest not in still_listed and digest not in gone:
             gone.append(digest)
-    nxt.gone = gone[-MAX_GONE_HASHES:]
-
-    for start in range(0, len(new_files), settings.batch_files):
-        chunk = new_files[start : start + settings.batch_files]
-        plan.batches.append(Batch(files=tuple(n for n, _ in chunk), hashes=tuple(h for _, h in chunk)))
-    return plan
+    return gone[-MAX_GONE_HASHES:]
 
 
 def files_tag(files: Sequence[str], max_chars: int = TAG_FILES_MAX_CHARS) -> str:

@@ -78,22 +78,40 @@ def prefix_attention(
     # Heads h = k * rep + r read key/value head k: group the query heads by the head they read.
     q = query.reshape(batch, kv_heads, rep * q_len, dim)
 
-    scores = torch.matmul(q, key.transpose(-1, -2)) * scale  # (B, KVH, rep*Q, S)
-    if attention_mask is None:
-        attention_mask = _causal(torch, q_len, key.shape[2], query.device)
-    if attention_mask.dtype == torch.bool:
-        allowed = attention_mask.expand(batch, 1, q_len, key.shape[2])
-        allowed = allowed[:, :, None].expand(batch, 1, rep, q_len, key.shape[2]).reshape(batch, 1, rep * q_len, -1)
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    else:
-        bias = attention_mask.expand(batch, 1, q_len, key.shape[2])
-        scores = scores + bias[:, :, None].expand(batch, 1, rep, q_len, key.shape[2]).reshape(batch, 1, rep * q_len, -1)
+    scores = _masked(torch, torch.matmul(q, key.transpose(-1, -2)) * scale, attention_mask, rep, q_len, key.shape[2])
     own_max = _finite(torch, scores.amax(dim=-1, keepdim=True))
     weights = torch.exp(scores - own_max)
     own_sum = weights.sum(dim=-1, keepdim=True)
     own_out = torch.matmul(weights, value)  # unnormalized, (B, KVH, rep*Q, D)
+    pre_max, pre_sum, pre_out = _prefix_part(torch, q, shared_prefix, module.layer_idx, own_max, own_sum, own_out,
+                                             rep * q_len, scale)
+    top = torch.maximum(own_max, pre_max)
+    a, b = torch.exp(own_max - top), torch.exp(pre_max - top)
+    total = (own_sum * a + pre_sum * b).clamp(min=torch.finfo(own_sum.dtype).tiny)
+    out = (own_out * a + pre_out * b) / total  # (B, KVH, rep*Q, D)
+    out = out.reshape(batch, heads, q_len, dim).transpose(1, 2).contiguous()
+    return out, None
 
-    layer = module.layer_idx
+
+def _masked(torch: Any, scores: Any, attention_mask: Any, rep: int, q_len: int, kv_len: int) -> Any:
+    """Scores (B, KVH, rep*Q, S) with the mask applied: bool (True: attend), an additive bias, or None (causal)."""
+    batch = scores.shape[0]
+    if attention_mask is None:
+        attention_mask = _causal(torch, q_len, kv_len, scores.device)
+    if attention_mask.dtype == torch.bool:
+        allowed = attention_mask.expand(batch, 1, q_len, kv_len)
+        allowed = allowed[:, :, None].expand(batch, 1, rep, q_len, kv_len).reshape(batch, 1, rep * q_len, -1)
+        return scores.masked_fill(~allowed, float("-inf"))
+    bias = attention_mask.expand(batch, 1, q_len, kv_len)
+    return scores + bias[:, :, None].expand(batch, 1, rep, q_len, kv_len).reshape(batch, 1, rep * q_len, -1)
+
+
+def _prefix_part(
+    torch: Any, q: Any, shared_prefix: SharedPrefix, layer: int, own_max: Any, own_sum: Any, own_out: Any,
+    rows_q: int, scale: float,
+) -> tuple[Any, Any, Any]:
+    """Each row's (max, sum, unnormalized output) over its group's shared prefix keys, shaped like the row's own."""
+    kv_heads, dim = q.shape[1], q.shape[-1]
     pre_max = torch.full_like(own_max, float("-inf"))
     pre_sum = torch.zeros_like(own_sum)
     pre_out = torch.zeros_like(own_out)
@@ -101,21 +119,15 @@ def prefix_attention(
         k_pre, v_pre = shared_prefix.keys[layer][group], shared_prefix.values[layer][group]
         n = rows.numel()
         # All rows of the group as one long query block per key/value head: (KVH, n*rep*Q, D).
-        qg = q.index_select(0, rows).transpose(0, 1).reshape(kv_heads, n * rep * q_len, dim)
+        qg = q.index_select(0, rows).transpose(0, 1).reshape(kv_heads, n * rows_q, dim)
         s = torch.matmul(qg, k_pre[0].transpose(-1, -2)) * scale  # (KVH, n*rep*Q, P)
         m = s.amax(dim=-1, keepdim=True)
         w = torch.exp(s - m)
-        back = (kv_heads, n, rep * q_len)
+        back = (kv_heads, n, rows_q)
         pre_max.index_copy_(0, rows, m.reshape(*back, 1).transpose(0, 1))
         pre_sum.index_copy_(0, rows, w.sum(dim=-1, keepdim=True).reshape(*back, 1).transpose(0, 1))
         pre_out.index_copy_(0, rows, torch.matmul(w, v_pre[0]).reshape(*back, dim).transpose(0, 1))
-
-    top = torch.maximum(own_max, pre_max)
-    a, b = torch.exp(own_max - top), torch.exp(pre_max - top)
-    total = (own_sum * a + pre_sum * b).clamp(min=torch.finfo(own_sum.dtype).tiny)
-    out = (own_out * a + pre_out * b) / total  # (B, KVH, rep*Q, D)
-    out = out.reshape(batch, heads, q_len, dim).transpose(1, 2).contiguous()
-    return out, None
+    return pre_max, pre_sum, pre_out
 
 
 def _finite(torch: Any, m: Any) -> Any:

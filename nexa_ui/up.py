@@ -183,20 +183,9 @@ def _sensor_summary(service: Service) -> str | None:
 def up(background: bool) -> int:
     root = project_root()
     home = dagster_home(root)
-    running = _recorded(home)
-    if running:
-        names = ", ".join(f"{n} (pid {p})" for n, p in running.items())
-        print(f"already running: {names}. Stop them with `make down` first.", file=sys.stderr)
-        return 1
     todo = services(root)
-    busy = [s for s in todo if not _port_free(s.port)]
-    if busy:
-        for s in busy:
-            var = "NEXA_DAGSTER_PORT" if s.name == "dagster" else "NEXA_UI_PORT"
-            print(f"port {s.port} on {HOST} is in use: stop what holds it, or set {var} to another port",
-                  file=sys.stderr)
+    if not _can_start(home, todo):
         return 1
-
     env = {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_DISABLE_TELEMETRY": "1"}
     logs = home / "logs"
     logs.mkdir(exist_ok=True)
@@ -229,44 +218,15 @@ def up(background: bool) -> int:
             )
             (pid_dir / f"{service.name}.pid").write_text(str(procs[service.name].pid))
         print(f"starting Dagster and the dashboard (DAGSTER_HOME={home}) …", flush=True)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        pending = list(todo)
-        while pending:
-            for service in list(pending):
-                if procs[service.name].poll() is not None:
-                    hint = f"; see {logs / (service.name + '.log')}" if background else ""
-                    print(f"{service.name} exited with code {procs[service.name].returncode}{hint}", file=sys.stderr)
-                    stop_all()
-                    return 1
-                if _ready(service):
-                    pending.remove(service)
-            if pending and time.monotonic() > deadline:
-                print(f"{', '.join(s.name for s in pending)} did not answer within {READY_TIMEOUT_S}s",
-                      file=sys.stderr)
-                stop_all()
-                return 1
-            time.sleep(0.5)
-
-        width = max(len(s.title) for s in todo)
-        print(flush=True)
-        for service in todo:
-            print(f"  {service.title:<{width}}  {service.url}", flush=True)
-        sensors = _sensor_summary(todo[0])
-        if sensors:
-            print(f"  {'sensors':<{width}}  {sensors}", flush=True)
-        print(f"  {'lake':<{width}}  {configured_root()}", flush=True)
-        print(f"  {'runs':<{width}}  {storage_label()}", flush=True)
+        if not _wait_ready(todo, procs, logs if background else None):
+            stop_all()
+            return 1
+        _print_started(todo, logs, background)
         if background:
-            print(f"\nrunning in the background (logs in {logs}); `make down` stops both.", flush=True)
             return 0
-        print("\nCtrl-C stops both.", flush=True)
-        while True:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with code {proc.returncode}: stopping the rest", file=sys.stderr)
-                    stop_all()
-                    return 1
-            time.sleep(0.5)
+        _watch(procs)
+        stop_all()
+        return 1
     except KeyboardInterrupt:
         print(flush=True)
         stop_all()
@@ -274,6 +234,66 @@ def up(background: bool) -> int:
     except BaseException:
         stop_all()
         raise
+
+
+def _can_start(home: Path, todo: list[Service]) -> bool:
+    """False, saying why, when services run already or a port is taken."""
+    running = _recorded(home)
+    if running:
+        names = ", ".join(f"{n} (pid {p})" for n, p in running.items())
+        print(f"already running: {names}. Stop them with `make down` first.", file=sys.stderr)
+        return False
+    busy = [s for s in todo if not _port_free(s.port)]
+    for s in busy:
+        var = "NEXA_DAGSTER_PORT" if s.name == "dagster" else "NEXA_UI_PORT"
+        print(f"port {s.port} on {HOST} is in use: stop what holds it, or set {var} to another port", file=sys.stderr)
+    return not busy
+
+
+def _wait_ready(todo: list[Service], procs: dict[str, subprocess.Popen], logs: Path | None) -> bool:
+    """Whether every service answers within READY_TIMEOUT_S; False, saying why, when one exits or is late."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    pending = list(todo)
+    while pending:
+        for service in list(pending):
+            if procs[service.name].poll() is not None:
+                hint = f"; see {logs / (service.name + '.log')}" if logs is not None else ""
+                print(f"{service.name} exited with code {procs[service.name].returncode}{hint}", file=sys.stderr)
+                return False
+            if _ready(service):
+                pending.remove(service)
+        if pending and time.monotonic() > deadline:
+            print(f"{', '.join(s.name for s in pending)} did not answer within {READY_TIMEOUT_S}s", file=sys.stderr)
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def _print_started(todo: list[Service], logs: Path, background: bool) -> None:
+    """Where each service answers, the sensors, the lake and the run storage."""
+    width = max(len(s.title) for s in todo)
+    print(flush=True)
+    for service in todo:
+        print(f"  {service.title:<{width}}  {service.url}", flush=True)
+    sensors = _sensor_summary(todo[0])
+    if sensors:
+        print(f"  {'sensors':<{width}}  {sensors}", flush=True)
+    print(f"  {'lake':<{width}}  {configured_root()}", flush=True)
+    print(f"  {'runs':<{width}}  {storage_label()}", flush=True)
+    if background:
+        print(f"\nrunning in the background (logs in {logs}); `make down` stops both.", flush=True)
+    else:
+        print("\nCtrl-C stops both.", flush=True)
+
+
+def _watch(procs: dict[str, subprocess.Popen]) -> None:
+    """Return once a service exits, saying which."""
+    while True:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                print(f"{name} exited with code {proc.returncode}: stopping the rest", file=sys.stderr)
+                return
+        time.sleep(0.5)
 
 
 def down() -> int:

@@ -10,10 +10,10 @@ import pytest
 from nexa_resources.llm_client import (
     ChatClient,
     ChatResult,
-    RateLimiter,
     RetryPolicy,
     SamplingParams,
 )
+from nexa_resources.rate_limit import RateLimiter
 from nexa_testing.scripted_server import ScriptedServer, answer_for, fingerprint
 
 MODEL = "scripted-teacher"
