@@ -29,21 +29,11 @@ _STOPWORDS = frozenset(GENRE_WORDS.split())  # whole words, not stems, as v1 com
 
 
 def judge_structural(
-    task_type: str,
-    instruction: str,
-    context: str | None,
-    answer: str | None,
-    finish_reason: str | None = None,
+    task_type: str, instruction: str, context: str | None, answer: str | None, finish_reason: str | None = None
 ) -> JudgeVerdict:
-    """Score an answer 1–5 on each rubric metric from checks a user can read, with no model.
-
-    hypothesis: 2–3 distinct hypotheses, each with a measurable outcome. methodology: ordered steps,
-    a control, a readout. Both: quantities with units and replicates (specificity), no invented
-    citations or appeals to unnamed studies (hallucination_safety), complete, structured, not
-    repetitive (clarity). `correctness` is only a structural proxy, not a check of the science:
+    """Judge v1's verdict: v2's checks (structural_judge.judge_structural) but for correctness, which is only
     task-appropriate structure, overlap of content words with the instruction, no refusal, not cut off.
-    `context` is accepted so both judges share one signature; the checks do not use it.
-    """
+    `context` is accepted so both judges share one signature; the checks do not use it."""
     text = answer_text(task_type, answer)
     if not text:
         return empty_verdict()
