@@ -20,6 +20,7 @@ from typing import Any
 
 from nexa_core.content import GENERIC, STEM, stems
 from nexa_core.shared_answers import prompt_key
+from nexa_core.structural_judge import judge_structural_batch
 from nexa_core.text import normalize
 
 # The share of correctness that comes from agreement with the reference: correctness becomes
@@ -139,8 +140,6 @@ class ReferenceSet:
 
 def reference_correctness(rows: Sequence[Mapping[str, Any]]) -> list[int]:
     """The structural judge's correctness of each reference, judged together as the teacher's batch."""
-    from nexa_core.structural_judge import judge_structural_batch  # it imports this module
-
     items = [
         {"task_type": r["task_type"], "instruction": r["instruction"], "context": r.get("context"),
          "answer": r["reference"], "finish_reason": r.get("finish_reason")}

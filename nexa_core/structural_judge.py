@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nexa_core.filters import (
     FilterConfig,
@@ -34,11 +34,13 @@ from nexa_core.content import (
     stems,
     tokens,
 )
-from nexa_core.reference import ReferenceSet
 from nexa_core.rubric import JudgeVerdict
 from nexa_core.shared_answers import shared_prompt_counts
 from nexa_core.taxonomy import TASK_TYPES
 from nexa_core.text import normalize
+
+if TYPE_CHECKING:  # reference.py judges its references with this module
+    from nexa_core.reference import ReferenceSet
 
 METRICS: tuple[str, ...] = ("correctness", "methodology", "specificity", "clarity", "hallucination_safety")
 # Below this score a metric gets a `lacking` hint, as the LLM judge is asked to give.
