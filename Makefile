@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # SkyPilot in its own venv: skypilot 0.14 pins click<8.2, transformers' huggingface_hub needs click>=8.4.2.
-# nexa_resources/compute.py reaches it through nexa_resources/sky_bridge.py. Keep the lower bound: without
+# nexa_resources/compute/ reaches it through nexa_resources/sky_bridge.py. Keep the lower bound: without
 # it pip settles on skypilot 0.9.
 $(SKY_STAMP):
 	$(PYTHON) -m venv $(SKY_VENV)
