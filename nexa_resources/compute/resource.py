@@ -4,7 +4,6 @@ GPU in the cloud, within the budget caps)."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Unpack
@@ -32,6 +31,7 @@ from nexa_resources.compute.runners import (
     trainer_command,
     where_ran,
 )
+from nexa_resources.profiles import settings_env
 
 TRAIN_TASK_YAML = REPO_ROOT / "sky" / "train.yaml"
 SERVE_TEACHER_YAML = REPO_ROOT / "sky" / "serve_teacher.yaml"
@@ -99,7 +99,7 @@ class ComputeResource(dg.ConfigurableResource):
         """NEXA_COMPUTE_BACKEND, NEXA_COMPUTE_ACCELERATORS (A10:1,A100:1), NEXA_COMPUTE_BUCKET, NEXA_COMPUTE_SPOT,
         NEXA_COMPUTE_MAX_PRICE_PER_HOUR, NEXA_COMPUTE_MAX_TOTAL_USD, NEXA_COMPUTE_HOURS,
         NEXA_COMPUTE_MIN_GPU_MEMORY_GB, NEXA_COMPUTE_CLOUD, NEXA_COMPUTE_REGION, NEXA_SKY_CATALOG_DIR."""
-        env = os.environ
+        env = settings_env()
         settings: dict[str, Any] = {}
         if env.get("NEXA_COMPUTE_BACKEND"):
             settings["backend"] = env["NEXA_COMPUTE_BACKEND"].strip().lower()
