@@ -317,7 +317,7 @@ def test_apply_filters_marks_later_copies_of_kept_rows_only():
 
 
 def test_near_duplicates_are_exact_without_comparing_all_pairs(monkeypatch):
-    from nexa_assets.distill import filters
+    from nexa_core import filters
 
     compared = []
     exact = filters._jaccard
