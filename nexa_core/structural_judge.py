@@ -34,7 +34,7 @@ from nexa_core.content import (
     stems,
     tokens,
 )
-from nexa_core.rubric import JudgeVerdict
+from nexa_core.rubric import JudgeVerdict, load_rubric
 from nexa_core.shared_answers import shared_prompt_counts
 from nexa_core.taxonomy import TASK_TYPES
 from nexa_core.text import normalize
@@ -42,7 +42,7 @@ from nexa_core.text import normalize
 if TYPE_CHECKING:  # reference.py judges its references with this module
     from nexa_core.reference import ReferenceSet
 
-METRICS: tuple[str, ...] = ("correctness", "methodology", "specificity", "clarity", "hallucination_safety")
+METRICS: tuple[str, ...] = load_rubric().metrics
 # Below this score a metric gets a `lacking` hint, as the LLM judge is asked to give.
 HINT_BELOW = 4
 _LIMITS = FilterConfig()  # hypothesis and step counts the filters ask of a teacher

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import polars as pl
 
+from nexa_core.rubric import load_rubric
 from nexa_resources.tables.eval import JUDGE_COST_SCHEMA
 
 # The rubric's metrics, in its order: distill/pairs has one score_<metric> column each.
-METRICS: tuple[str, ...] = ("correctness", "methodology", "specificity", "clarity", "hallucination_safety")
+METRICS: tuple[str, ...] = load_rubric().metrics
 
 COMPLETION_SCHEMA: dict[str, pl.DataType] = {
     "request_id": pl.String(),  # hash(prompt, model, template, sampling, sample index)
