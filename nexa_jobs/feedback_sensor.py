@@ -16,11 +16,12 @@ from typing import Any
 
 import dagster as dg
 
-from nexa_assets.feedback.assets import WEAKNESSES
 from nexa_assets.rounds import ESTIMATE_TAG, FOCUS_TAG, ROUND_TAG, TRIGGER_TAG
 from nexa_jobs.catalog import OP_NAMES, ops_taking
 from nexa_resources.run_worker import fail_dead_runs
+from nexa_resources.tables import asset_key
 
+WEAKNESSES = asset_key("feedback/weaknesses")
 REFRESH_JOB = "refresh_job"
 # Run config that belongs to one run only and must not be inherited by the next round.
 _NOT_INHERITED: Mapping[str, tuple[str, ...]] = {"raw_prompts": ("files",), "eval__predictions": ("checkpoint_id",)}

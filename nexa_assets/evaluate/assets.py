@@ -15,22 +15,15 @@ from nexa_core.rubric import load_rubric
 from nexa_resources.tables.eval import EVAL_PROMPT_SCHEMA
 from nexa_assets.evaluate.scoring import by_round, cell_metrics, score_rows
 from nexa_assets.evaluate.summary import metrics_metadata, overall_by_model, predictions_metadata
-from nexa_assets.metadata import counts, preview, table_metadata
-from nexa_assets.rounds import resolve_round, round_field
+from nexa_assets.metadata import counts, materialization, preview
+from nexa_assets.rounds import resolve_round, round_field, run_lineage
+from nexa_assets.table_asset import table_asset
 from nexa_assets.train.registry import newest_checkpoint
 from nexa_resources.compute import ComputeResource
 from nexa_resources.judge import JudgeCache, JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.llm_client import SamplingParams
 from nexa_resources.teacher import TeacherResource
-from nexa_resources.tables import asset_key
-
-RAW_PROMPTS = asset_key("raw/prompts")
-CHECKPOINTS = asset_key("train/checkpoints")
-EVAL_PROMPTS = asset_key("eval/prompts")
-PREDICTIONS = asset_key("eval/predictions")
-SCORES = asset_key("eval/scores")
-METRICS = asset_key("eval/metrics")
 
 
 class EvalPromptsConfig(dg.Config):
@@ -40,14 +33,14 @@ class EvalPromptsConfig(dg.Config):
     )
 
 
-@dg.asset(
-    key=EVAL_PROMPTS,
-    deps=[RAW_PROMPTS],
+@table_asset(
+    "eval/prompts",
+    deps=["raw/prompts"],
     group_name="evaluate",
     kinds={"polars", "deltalake"},
     description="The held-out prompts (raw split `eval`): stable across rounds, never in a training table; "
     "eval_set is the hash of the whole set, recorded on every prediction, score and metric.",
-    check_specs=[held_out_spec(EVAL_PROMPTS)],
+    check_specs=[held_out_spec()],
 )
 def eval_prompts(
     context: dg.AssetExecutionContext, config: EvalPromptsConfig, lake: LakeResource
@@ -60,18 +53,18 @@ def eval_prompts(
         raise dg.Failure("raw/prompts has no eval-split prompts: materialize raw/prompts (the seed pack has some)")
     eval_set = eval_set_hash(raw["prompt_id"].to_list())
     frame = raw.with_columns(pl.lit(eval_set).alias("eval_set")).select(list(EVAL_PROMPT_SCHEMA))
-    lineage = Lineage.from_context(context, resolve_round(context, config.round, lake))
+    lineage = run_lineage(context, config.round, lake)
     written = lake.write("eval/prompts", frame, mode="merge", lineage=lineage, delete_unmatched=True)
     context.log.info(f"eval/prompts v{written.version}: {frame.height} held-out prompts, eval set {eval_set}")
-    yield dg.MaterializeResult(
-        asset_key=EVAL_PROMPTS,
-        metadata=table_metadata(lake, "eval/prompts", written, {
-            "eval_set": eval_set,
-            "by_cell": counts(frame, ["domain", "task_type"]),
-            "preview": preview(frame, ["prompt_id", "domain", "task_type", "instruction"]),
-        }),
+    yield materialization(
+        "eval/prompts",
+        written,
+        lake,
+        eval_set=eval_set,
+        by_cell=counts(frame, ["domain", "task_type"]),
+        preview=preview(frame, ["prompt_id", "domain", "task_type", "instruction"]),
     )
-    yield held_out(EVAL_PROMPTS, lake, frame)
+    yield held_out(lake, frame)
 
 
 class ExternalModel(dg.Config):
@@ -119,9 +112,9 @@ class PredictionsConfig(dg.Config):
         return SamplingParams(temperature=self.temperature, top_p=1.0, max_tokens=self.max_tokens)
 
 
-@dg.asset(
-    key=PREDICTIONS,
-    deps=[EVAL_PROMPTS, CHECKPOINTS],
+@table_asset(
+    "eval/predictions",
+    deps=["eval/prompts", "train/checkpoints"],
     group_name="evaluate",
     kinds={"openai", "deltalake"},
     description="Answers to every eval prompt from the newest checkpoint (served on 127.0.0.1 by the local "
@@ -139,7 +132,7 @@ def eval_predictions(
     """Serve the checkpoint, answer the eval prompts, and do the same for each reference model."""
     prompts = lake.read("eval/prompts")
     checkpoint = newest_checkpoint(lake, config.checkpoint_id)
-    lineage = Lineage.from_context(context, resolve_round(context, config.round, lake))
+    lineage = run_lineage(context, config.round, lake)
     try:
         answered_on = answer_backend(config.backend, checkpoint.get("backend"), compute)
     except ValueError as exc:
@@ -153,10 +146,8 @@ def eval_predictions(
     for external in config.external_models:
         answers.external(external.base_url, external.model, external.api_key_env, external.price)
     table = lake.read("eval/predictions")
-    return dg.MaterializeResult(
-        metadata=table_metadata(
-            lake, "eval/predictions", None, predictions_metadata(table, answers, checkpoint, answered_on)
-        )
+    return materialization(
+        "eval/predictions", None, lake, **predictions_metadata(table, answers, checkpoint, answered_on)
     )
 
 
@@ -165,9 +156,9 @@ class ScoresConfig(dg.Config):
     rescore: bool = Field(default=False, description="Judge every prediction again, not only unscored ones.")
 
 
-@dg.asset(
-    key=SCORES,
-    deps=[PREDICTIONS],
+@table_asset(
+    "eval/scores",
+    deps=["eval/predictions"],
     group_name="evaluate",
     kinds={"polars", "deltalake"},
     description="Rubric scores (1–5 per metric) for every prediction on the current eval set, from the `judge` "
@@ -186,15 +177,13 @@ def eval_scores(
         todo = unscored(todo, lake.read("eval/scores", missing_ok=True), judge_model, rubric_version)
     against = f", against {len(references)} answers of {evals.reference_model}" if references is not None else ""
     context.log.info(f"judging {todo.height} predictions with {judge_model} (rubric {rubric_version}){against}")
-    lineage = Lineage.from_context(context, resolve_round(context, config.round, lake))
+    lineage = run_lineage(context, config.round, lake)
     verdicts, ordered = judge_predictions(judge, todo, evals, references, JudgeCache(lake, lineage), context.log)
     metrics = list(load_rubric(judge.rubric).metrics)
     rows = score_rows(todo, ordered, metrics=metrics, judge_model=judge_model, rubric_version=rubric_version)
     written = lake.write("eval/scores", rows, mode="merge", lineage=lineage)
-    return dg.MaterializeResult(
-        metadata=table_metadata(
-            lake, "eval/scores", written, scores_metadata(judge_model, rows, todo, verdicts, evals, references)
-        )
+    return materialization(
+        "eval/scores", written, lake, **scores_metadata(judge_model, rows, todo, verdicts, evals, references)
     )
 
 
@@ -202,9 +191,9 @@ class MetricsConfig(dg.Config):
     round: int | None = round_field()
 
 
-@dg.asset(
-    key=METRICS,
-    deps=[SCORES],
+@table_asset(
+    "eval/metrics",
+    deps=["eval/scores"],
     group_name="evaluate",
     kinds={"polars", "deltalake"},
     description="Per model and cell (domain, task_type, metric): mean score, n, 95% t-interval, judge "
@@ -235,9 +224,7 @@ def eval_metrics(
     newest = newest_checkpoint(lake)["checkpoint_id"]
     overall = overall_by_model(scores, frame)
     context.log.info(f"eval/metrics v{written.version}: {frame.height} cells over {overall.height} models")
-    return dg.MaterializeResult(
-        metadata=table_metadata(lake, "eval/metrics", written, metrics_metadata(eval_set, newest, frame, overall))
-    )
+    return materialization("eval/metrics", written, lake, **metrics_metadata(eval_set, newest, frame, overall))
 
 
 ASSETS = [eval_prompts, eval_predictions, eval_scores, eval_metrics]

@@ -13,26 +13,26 @@ from nexa_core.rubric import load_rubric
 from nexa_assets.feedback.round import Buying, RoundError, judge_feedback_round
 from nexa_assets.feedback.summary import requests_metadata, round_log, rounds_metadata, weaknesses_metadata
 from nexa_assets.feedback.weakness import LoopRules
-from nexa_assets.metadata import table_metadata
+from nexa_assets.metadata import materialization
 from nexa_assets.rounds import resolve_round
 from nexa_assets.train.registry import newest_checkpoint
 from nexa_resources.judge import JudgeResource
 from nexa_resources.lake import LakeResource, Lineage
 from nexa_resources.tables import asset_key
 
-METRICS = asset_key("eval/metrics")
-SCORES = asset_key("eval/scores")
-WEAKNESSES = asset_key("feedback/weaknesses")
-REQUESTS = asset_key("feedback/requests")
-ROUNDS = asset_key("feedback/rounds")
 # The tables whose cost columns the ledger sums.
-COST_SOURCES = [
-    asset_key("distill/completions"),
-    asset_key("distill/pairs"),
-    asset_key("train/checkpoints"),
-    asset_key("eval/predictions"),
-    SCORES,
-]
+COST_SOURCES = ["distill/completions", "distill/pairs", "train/checkpoints", "eval/predictions", "eval/scores"]
+
+
+def _spec(table: str, deps: list[str], description: str) -> dg.AssetSpec:
+    """One of the three tables the feedback op writes, in group `feedback`."""
+    return dg.AssetSpec(
+        asset_key(table),
+        deps=[asset_key(d) for d in deps],
+        description=description,
+        group_name="feedback",
+        kinds={"polars", "deltalake"},
+    )
 
 
 RULES = LoopRules()
@@ -93,10 +93,10 @@ class FeedbackConfig(dg.Config):
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(
-            WEAKNESSES,
-            deps=[METRICS],
-            description="Every cell (domain, task_type, metric) of the newest checkpoint in a round: score with "
+        _spec(
+            "feedback/weaknesses",
+            ["eval/metrics"],
+            "Every cell (domain, task_type, metric) of the newest checkpoint in a round: score with "
             "its 95% interval, threshold, gap, status weak|pass (weak: the mean is below the threshold, where "
             "the loop buys data) and clearly_weak (the whole interval is below it: a shortfall, not noise); "
             "the paired change vs the previous round's checkpoint on the same prompts with its interval; and "
@@ -105,26 +105,20 @@ class FeedbackConfig(dg.Config):
             "round's lift per $ is below min_gain_per_usd | budget_exhausted: the next round's estimate would "
             "take the loop past budget_usd; null while the loop goes on). Its metadata carries the next round's "
             "estimated $ (nexa/estimated_cost_usd). The feedback sensor watches this asset.",
-            group_name="feedback",
-            kinds={"polars", "deltalake"},
         ),
-        dg.AssetSpec(
-            REQUESTS,
-            deps=[SCORES],
-            description="New prompts to buy for the next round per weak (domain, task_type), in proportion to "
+        _spec(
+            "feedback/requests",
+            ["eval/scores"],
+            "New prompts to buy for the next round per weak (domain, task_type), in proportion to "
             "its gap, with hints from what the judge found lacking; raw/prompts fulfils the open ones.",
-            group_name="feedback",
-            kinds={"polars", "deltalake"},
         ),
-        dg.AssetSpec(
-            ROUNDS,
-            deps=COST_SOURCES,
-            description="The loop's ledger, one row per round (key round): its teacher, judge, GPU and evaluation "
+        _spec(
+            "feedback/rounds",
+            COST_SOURCES,
+            "The loop's ledger, one row per round (key round): its teacher, judge, GPU and evaluation "
             "$ measured from the lake's cost columns (null: a price is unknown, never $0) beside the estimate made "
             "for it before it ran, the loop's spend so far and budget, the focus lift per $, the next round's "
             "estimate with how it was made, and the stop reason with the money rules' figures.",
-            group_name="feedback",
-            kinds={"polars", "deltalake"},
         ),
     ],
 )
@@ -157,19 +151,10 @@ def feedback_loop(
     wrote_round = lake.write("feedback/rounds", row, mode="merge", lineage=lineage)
     written = lake.write("feedback/weaknesses", judged.verdict.cells, mode="merge", lineage=lineage)
     context.log.info(round_log(judged))
-    yield dg.MaterializeResult(
-        asset_key=WEAKNESSES,
-        metadata=table_metadata(lake, "feedback/weaknesses", written, weaknesses_metadata(judged, rubric_metrics)),
-    )
-    yield dg.MaterializeResult(
-        asset_key=REQUESTS,
-        metadata=table_metadata(lake, "feedback/requests", wrote_requests, requests_metadata(judged)),
-    )
+    yield materialization("feedback/weaknesses", written, lake, **weaknesses_metadata(judged, rubric_metrics))
+    yield materialization("feedback/requests", wrote_requests, lake, **requests_metadata(judged))
     ledger = lake.read("feedback/rounds")
-    yield dg.MaterializeResult(
-        asset_key=ROUNDS,
-        metadata=table_metadata(lake, "feedback/rounds", wrote_round, rounds_metadata(judged, ledger)),
-    )
+    yield materialization("feedback/rounds", wrote_round, lake, **rounds_metadata(judged, ledger))
 
 
 ASSETS = [feedback_loop]

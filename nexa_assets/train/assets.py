@@ -6,20 +6,16 @@ from dataclasses import fields, replace
 import dagster as dg
 from pydantic import Field
 
-from nexa_assets.metadata import table_metadata
-from nexa_assets.rounds import resolve_round, round_field
+from nexa_assets.metadata import materialization
+from nexa_assets.rounds import round_field, run_lineage
+from nexa_assets.table_asset import table_asset
 from nexa_assets.train.checks import loss_fell, loss_fell_spec
 from nexa_assets.train.config import TrainConfig
 from nexa_assets.train.local import TrainingCompute
 from nexa_assets.train.presets import PRESETS
 from nexa_assets.train.register import artifact_uri, checkpoint_id, checkpoint_row
 from nexa_assets.train.report import checkpoint_metadata
-from nexa_resources.lake import LakeResource, Lineage
-from nexa_resources.tables import asset_key
-
-CHECKPOINTS = asset_key("train/checkpoints")
-EXAMPLES = asset_key("sft/examples")
-LOGPROBS = asset_key("distill/logprobs")  # kd trains on them; a round scores its SFT rows before training
+from nexa_resources.lake import LakeResource
 
 
 DEFAULTS = TrainConfig()
@@ -110,15 +106,15 @@ def _with_logprobs(train_config: TrainConfig, lake: LakeResource) -> TrainConfig
     return replace(train_config, logprobs_uri=lake.uri("distill/logprobs"), logprobs_version=int(chosen))
 
 
-@dg.asset(
-    key=CHECKPOINTS,
-    deps=[EXAMPLES, LOGPROBS],
-    group_name="train",
+@table_asset(
+    "train/checkpoints",
+    # distill/logprobs: KD trains on them; a round scores its SFT rows before training.
+    deps=["sft/examples", "distill/logprobs"],
     kinds={"pytorch", "deltalake"},
     description="A student trained on one exact sft/examples version (TRL SFTTrainer, completion-only loss) "
     "by the `compute` resource (local subprocess or SkyPilot GPU), registered with its SFT version, config, "
     "where it ran, price, cost, tokens/s and losses.",
-    check_specs=[loss_fell_spec(CHECKPOINTS)],
+    check_specs=[loss_fell_spec()],
 )
 def train_checkpoints(
     context: dg.AssetExecutionContext,
@@ -145,14 +141,11 @@ def train_checkpoints(
     # What was asked for, unless the backend reports what actually trained (the trainer's metrics.json does).
     asked = {"preset": train_config.preset, "base_model": train_config.model_source, "config": train_config.resolved()}
     result = {**asked, **{k: v for k, v in result.items() if v is not None}, "sft_version": int(version)}
-    lineage = Lineage.from_context(context, resolve_round(context, config.round, lake))
+    lineage = run_lineage(context, config.round, lake)
     written = lake.write("train/checkpoints", checkpoint_row(checkpoint, uri, result), mode="merge", lineage=lineage)
     context.log.info(
         f"checkpoint {checkpoint}: {result.get('steps')} steps, train loss {result.get('train_loss')}, "
         f"val loss {result.get('val_loss')}, {result.get('tokens_per_s')} tok/s, ${result.get('cost_usd') or 0:.4f}"
     )
-    yield dg.MaterializeResult(
-        asset_key=CHECKPOINTS,
-        metadata=table_metadata(lake, "train/checkpoints", written, checkpoint_metadata(result, uri, checkpoint)),
-    )
-    yield loss_fell(CHECKPOINTS, result)
+    yield materialization("train/checkpoints", written, lake, **checkpoint_metadata(result, uri, checkpoint))
+    yield loss_fell(result)
