@@ -113,7 +113,9 @@ def feedback_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg
         context.log.warning(f"run {run_id} was left STARTED by a worker that is gone (killed): marked failed")
     if context.cursor:
         records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=WEAKNESSES, after_storage_id=int(context.cursor)), limit=_BATCH, ascending=True
+            dg.AssetRecordsFilter(asset_key=WEAKNESSES, after_storage_id=int(context.cursor)),
+            limit=_BATCH,
+            ascending=True,
         ).records
     else:
         # Switched on for the first time: only the newest judgement counts, history is not replayed.

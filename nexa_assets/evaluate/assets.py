@@ -33,14 +33,14 @@ class EvalPromptsConfig(dg.Config):
     )
 
 
+PROMPTS_DESCRIPTION = (
+    "The held-out prompts (raw split `eval`): stable across rounds, never in a training table; "
+    "eval_set is the hash of the whole set, recorded on every prediction, score and metric."
+)
+
+
 @table_asset(
-    "eval/prompts",
-    deps=["raw/prompts"],
-    group_name="evaluate",
-    kinds={"polars", "deltalake"},
-    description="The held-out prompts (raw split `eval`): stable across rounds, never in a training table; "
-    "eval_set is the hash of the whole set, recorded on every prediction, score and metric.",
-    check_specs=[held_out_spec()],
+    "eval/prompts", held_out_spec(), deps=["raw/prompts"], description=PROMPTS_DESCRIPTION, group_name="evaluate"
 )
 def eval_prompts(
     context: dg.AssetExecutionContext, config: EvalPromptsConfig, lake: LakeResource
@@ -112,15 +112,20 @@ class PredictionsConfig(dg.Config):
         return SamplingParams(temperature=self.temperature, top_p=1.0, max_tokens=self.max_tokens)
 
 
+PREDICTIONS_DESCRIPTION = (
+    "Answers to every eval prompt from the newest checkpoint (served on 127.0.0.1 by the local "
+    "model server, the teacher's path, or by vLLM on a GPU node through the `compute` resource: `backend`), and "
+    "as reference rows from the student's base model, the teacher (with its worked examples) and configured "
+    "external models; finish_reason and usage recorded; a (model, prompt) already answered is never asked again."
+)
+
+
 @table_asset(
     "eval/predictions",
     deps=["eval/prompts", "train/checkpoints"],
+    description=PREDICTIONS_DESCRIPTION,
     group_name="evaluate",
-    kinds={"openai", "deltalake"},
-    description="Answers to every eval prompt from the newest checkpoint (served on 127.0.0.1 by the local "
-    "model server, the teacher's path, or by vLLM on a GPU node through the `compute` resource: `backend`), and "
-    "as reference rows from the student's base model, the teacher (with its worked examples) and configured "
-    "external models; finish_reason and usage recorded; a (model, prompt) already answered is never asked again.",
+    engine="openai",
 )
 def eval_predictions(
     context: dg.AssetExecutionContext,
@@ -156,15 +161,14 @@ class ScoresConfig(dg.Config):
     rescore: bool = Field(default=False, description="Judge every prediction again, not only unscored ones.")
 
 
-@table_asset(
-    "eval/scores",
-    deps=["eval/predictions"],
-    group_name="evaluate",
-    kinds={"polars", "deltalake"},
-    description="Rubric scores (1–5 per metric) for every prediction on the current eval set, from the `judge` "
+SCORES_DESCRIPTION = (
+    "Rubric scores (1–5 per metric) for every prediction on the current eval set, from the `judge` "
     "resource (offline structural judge by default, LLM judge when configured); a failed or unparsable "
-    "verdict is recorded with its reason and a null score, never a 0.",
+    "verdict is recorded with its reason and a null score, never a 0."
 )
+
+
+@table_asset("eval/scores", deps=["eval/predictions"], description=SCORES_DESCRIPTION, group_name="evaluate")
 def eval_scores(
     context: dg.AssetExecutionContext, config: ScoresConfig, lake: LakeResource, judge: JudgeResource
 ) -> dg.MaterializeResult:
@@ -191,14 +195,13 @@ class MetricsConfig(dg.Config):
     round: int | None = round_field()
 
 
-@table_asset(
-    "eval/metrics",
-    deps=["eval/scores"],
-    group_name="evaluate",
-    kinds={"polars", "deltalake"},
-    description="Per model and cell (domain, task_type, metric): mean score, n, 95% t-interval, judge "
-    "failures and truncation rate (reported apart, never averaged in), on the current eval set and judge.",
+METRICS_DESCRIPTION = (
+    "Per model and cell (domain, task_type, metric): mean score, n, 95% t-interval, judge "
+    "failures and truncation rate (reported apart, never averaged in), on the current eval set and judge."
 )
+
+
+@table_asset("eval/metrics", deps=["eval/scores"], description=METRICS_DESCRIPTION, group_name="evaluate")
 def eval_metrics(
     context: dg.AssetExecutionContext, config: MetricsConfig, lake: LakeResource, judge: JudgeResource
 ) -> dg.MaterializeResult:
@@ -211,8 +214,10 @@ def eval_metrics(
         & (pl.col("rubric_version") == rubric_version)
     )
     if scores.is_empty():
-        raise dg.Failure(f"no scores on eval set {eval_set} by {judge.judge_model} (rubric {rubric_version}): "
-                         "materialize eval/scores first")
+        raise dg.Failure(
+            f"no scores on eval set {eval_set} by {judge.judge_model} (rubric {rubric_version}): "
+            "materialize eval/scores first"
+        )
     predictions = lake.read("eval/predictions")
     if "model_label" not in predictions.columns:
         predictions = predictions.with_columns(pl.col("model_id").alias("model_label"))

@@ -54,8 +54,9 @@ class CheckpointConfig(dg.Config):
     )
     round: int | None = round_field()
     distill_loss: str = Field(
-        default=DEFAULTS.distill_loss, description="none | kd: add a KL term to the teacher's stored top-k "
-        "probabilities (distill/logprobs; docs/distill.md)."
+        default=DEFAULTS.distill_loss,
+        description="none | kd: add a KL term to the teacher's stored top-k "
+        "probabilities (distill/logprobs; docs/distill.md).",
     )
     kd_temperature: float = Field(
         default=DEFAULTS.kd_temperature, gt=0, description="KD softmax temperature (the KL is scaled by T²)."
@@ -106,15 +107,20 @@ def _with_logprobs(train_config: TrainConfig, lake: LakeResource) -> TrainConfig
     return replace(train_config, logprobs_uri=lake.uri("distill/logprobs"), logprobs_version=int(chosen))
 
 
+DESCRIPTION = (
+    "A student trained on one exact sft/examples version (TRL SFTTrainer, completion-only loss) "
+    "by the `compute` resource (local subprocess or SkyPilot GPU), registered with its SFT version, config, "
+    "where it ran, price, cost, tokens/s and losses."
+)
+
+
+# distill/logprobs: KD trains on them; a round scores its SFT rows before training.
 @table_asset(
     "train/checkpoints",
-    # distill/logprobs: KD trains on them; a round scores its SFT rows before training.
+    loss_fell_spec(),
     deps=["sft/examples", "distill/logprobs"],
-    kinds={"pytorch", "deltalake"},
-    description="A student trained on one exact sft/examples version (TRL SFTTrainer, completion-only loss) "
-    "by the `compute` resource (local subprocess or SkyPilot GPU), registered with its SFT version, config, "
-    "where it ran, price, cost, tokens/s and losses.",
-    check_specs=[loss_fell_spec()],
+    description=DESCRIPTION,
+    engine="pytorch",
 )
 def train_checkpoints(
     context: dg.AssetExecutionContext,
