@@ -26,6 +26,29 @@ from nexa_resources.llm_client import SamplingParams
 from nexa_resources.teacher import TeacherResource
 
 
+DESCRIPTIONS = {
+    "eval/prompts": (
+        "The held-out prompts (raw split `eval`): stable across rounds, never in a training table; "
+        "eval_set is the hash of the whole set, recorded on every prediction, score and metric."
+    ),
+    "eval/predictions": (
+        "Answers to every eval prompt from the newest checkpoint (served on 127.0.0.1 by the local "
+        "model server, the teacher's path, or by vLLM on a GPU node through the `compute` resource: `backend`), and "
+        "as reference rows from the student's base model, the teacher (with its worked examples) and configured "
+        "external models; finish_reason and usage recorded; a (model, prompt) already answered is never asked again."
+    ),
+    "eval/scores": (
+        "Rubric scores (1–5 per metric) for every prediction on the current eval set, from the `judge` "
+        "resource (offline structural judge by default, LLM judge when configured); a failed or unparsable "
+        "verdict is recorded with its reason and a null score, never a 0."
+    ),
+    "eval/metrics": (
+        "Per model and cell (domain, task_type, metric): mean score, n, 95% t-interval, judge "
+        "failures and truncation rate (reported apart, never averaged in), on the current eval set and judge."
+    ),
+}
+
+
 class EvalPromptsConfig(dg.Config):
     round: int | None = round_field()
     per_cell: int | None = Field(
@@ -33,14 +56,12 @@ class EvalPromptsConfig(dg.Config):
     )
 
 
-PROMPTS_DESCRIPTION = (
-    "The held-out prompts (raw split `eval`): stable across rounds, never in a training table; "
-    "eval_set is the hash of the whole set, recorded on every prediction, score and metric."
-)
-
-
 @table_asset(
-    "eval/prompts", held_out_spec(), deps=["raw/prompts"], description=PROMPTS_DESCRIPTION, group_name="evaluate"
+    "eval/prompts",
+    held_out_spec(),
+    deps=["raw/prompts"],
+    description=DESCRIPTIONS["eval/prompts"],
+    group_name="evaluate",
 )
 def eval_prompts(
     context: dg.AssetExecutionContext, config: EvalPromptsConfig, lake: LakeResource
@@ -112,18 +133,10 @@ class PredictionsConfig(dg.Config):
         return SamplingParams(temperature=self.temperature, top_p=1.0, max_tokens=self.max_tokens)
 
 
-PREDICTIONS_DESCRIPTION = (
-    "Answers to every eval prompt from the newest checkpoint (served on 127.0.0.1 by the local "
-    "model server, the teacher's path, or by vLLM on a GPU node through the `compute` resource: `backend`), and "
-    "as reference rows from the student's base model, the teacher (with its worked examples) and configured "
-    "external models; finish_reason and usage recorded; a (model, prompt) already answered is never asked again."
-)
-
-
 @table_asset(
     "eval/predictions",
     deps=["eval/prompts", "train/checkpoints"],
-    description=PREDICTIONS_DESCRIPTION,
+    description=DESCRIPTIONS["eval/predictions"],
     group_name="evaluate",
     engine="openai",
 )
@@ -161,14 +174,7 @@ class ScoresConfig(dg.Config):
     rescore: bool = Field(default=False, description="Judge every prediction again, not only unscored ones.")
 
 
-SCORES_DESCRIPTION = (
-    "Rubric scores (1–5 per metric) for every prediction on the current eval set, from the `judge` "
-    "resource (offline structural judge by default, LLM judge when configured); a failed or unparsable "
-    "verdict is recorded with its reason and a null score, never a 0."
-)
-
-
-@table_asset("eval/scores", deps=["eval/predictions"], description=SCORES_DESCRIPTION, group_name="evaluate")
+@table_asset("eval/scores", deps=["eval/predictions"], description=DESCRIPTIONS["eval/scores"], group_name="evaluate")
 def eval_scores(
     context: dg.AssetExecutionContext, config: ScoresConfig, lake: LakeResource, judge: JudgeResource
 ) -> dg.MaterializeResult:
@@ -195,13 +201,7 @@ class MetricsConfig(dg.Config):
     round: int | None = round_field()
 
 
-METRICS_DESCRIPTION = (
-    "Per model and cell (domain, task_type, metric): mean score, n, 95% t-interval, judge "
-    "failures and truncation rate (reported apart, never averaged in), on the current eval set and judge."
-)
-
-
-@table_asset("eval/metrics", deps=["eval/scores"], description=METRICS_DESCRIPTION, group_name="evaluate")
+@table_asset("eval/metrics", deps=["eval/scores"], description=DESCRIPTIONS["eval/metrics"], group_name="evaluate")
 def eval_metrics(
     context: dg.AssetExecutionContext, config: MetricsConfig, lake: LakeResource, judge: JudgeResource
 ) -> dg.MaterializeResult:
