@@ -22,14 +22,43 @@ from nexa_resources.tables import asset_key
 
 # The tables whose cost columns the ledger sums.
 COST_SOURCES = ["distill/completions", "distill/pairs", "train/checkpoints", "eval/predictions", "eval/scores"]
+DESCRIPTIONS = {
+    "feedback/weaknesses": (
+        "Every cell (domain, task_type, metric) of the newest checkpoint in a round: score with "
+        "its 95% interval, threshold, gap, status weak|pass (weak: the mean is below the threshold, where "
+        "the loop buys data) and clearly_weak (the whole interval is below it: a shortfall, not noise); "
+        "the paired change vs the previous round's checkpoint on the same prompts with its interval; and "
+        "the round's stop reason, first match wins (all_cells_pass | no_improvement: the focus cells' paired "
+        "lift has a 95% interval that does not lie above 0 | round_cap | low_gain_per_dollar: the last "
+        "round's lift per $ is below min_gain_per_usd | budget_exhausted: the next round's estimate would "
+        "take the loop past budget_usd; null while the loop goes on). Its metadata carries the next round's "
+        "estimated $ (nexa/estimated_cost_usd). The feedback sensor watches this asset."
+    ),
+    "feedback/requests": (
+        "New prompts to buy for the next round per weak (domain, task_type), in proportion to "
+        "its gap, with hints from what the judge found lacking; raw/prompts fulfils the open ones."
+    ),
+    "feedback/rounds": (
+        "The loop's ledger, one row per round (key round): its teacher, judge, GPU and evaluation "
+        "$ measured from the lake's cost columns (null: a price is unknown, never $0) beside the estimate made "
+        "for it before it ran, the loop's spend so far and budget, the focus lift per $, the next round's "
+        "estimate with how it was made, and the stop reason with the money rules' figures."
+    ),
+}
+# What each table is computed from.
+UPSTREAM = {
+    "feedback/weaknesses": ["eval/metrics"],
+    "feedback/requests": ["eval/scores"],
+    "feedback/rounds": COST_SOURCES,
+}
 
 
-def _spec(table: str, deps: list[str], description: str) -> dg.AssetSpec:
+def _spec(table: str, deps: list[str]) -> dg.AssetSpec:
     """One of the three tables the feedback op writes, in group `feedback`."""
     return dg.AssetSpec(
         asset_key(table),
         deps=[asset_key(d) for d in deps],
-        description=description,
+        description=DESCRIPTIONS[table],
         group_name="feedback",
         kinds={"polars", "deltalake"},
     )
@@ -91,37 +120,7 @@ class FeedbackConfig(dg.Config):
         return Buying(**{f.name: getattr(self, f.name) for f in fields(Buying)})
 
 
-@dg.multi_asset(
-    specs=[
-        _spec(
-            "feedback/weaknesses",
-            ["eval/metrics"],
-            "Every cell (domain, task_type, metric) of the newest checkpoint in a round: score with "
-            "its 95% interval, threshold, gap, status weak|pass (weak: the mean is below the threshold, where "
-            "the loop buys data) and clearly_weak (the whole interval is below it: a shortfall, not noise); "
-            "the paired change vs the previous round's checkpoint on the same prompts with its interval; and "
-            "the round's stop reason, first match wins (all_cells_pass | no_improvement: the focus cells' paired "
-            "lift has a 95% interval that does not lie above 0 | round_cap | low_gain_per_dollar: the last "
-            "round's lift per $ is below min_gain_per_usd | budget_exhausted: the next round's estimate would "
-            "take the loop past budget_usd; null while the loop goes on). Its metadata carries the next round's "
-            "estimated $ (nexa/estimated_cost_usd). The feedback sensor watches this asset.",
-        ),
-        _spec(
-            "feedback/requests",
-            ["eval/scores"],
-            "New prompts to buy for the next round per weak (domain, task_type), in proportion to "
-            "its gap, with hints from what the judge found lacking; raw/prompts fulfils the open ones.",
-        ),
-        _spec(
-            "feedback/rounds",
-            COST_SOURCES,
-            "The loop's ledger, one row per round (key round): its teacher, judge, GPU and evaluation "
-            "$ measured from the lake's cost columns (null: a price is unknown, never $0) beside the estimate made "
-            "for it before it ran, the loop's spend so far and budget, the focus lift per $, the next round's "
-            "estimate with how it was made, and the stop reason with the money rules' figures.",
-        ),
-    ],
-)
+@dg.multi_asset(specs=[_spec(table, deps) for table, deps in UPSTREAM.items()])
 def feedback_loop(
     context: dg.AssetExecutionContext, config: FeedbackConfig, lake: LakeResource, judge: JudgeResource
 ) -> Iterator[dg.MaterializeResult]:
