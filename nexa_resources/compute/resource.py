@@ -191,18 +191,18 @@ class ComputeResource(dg.ConfigurableResource):
     def plan(self, clouds: Sequence[str] | None = None) -> Plan:
         """Rank the candidate offers by price from SkyPilot's catalog, with the budget verdict."""
         rows, used, where = self.offers(clouds)
-        return rank_offers(
-            rows,
-            candidates=self.accelerators,
-            clouds=used,
-            min_gpu_memory_gb=self.min_gpu_memory_gb,
-            use_spot=self.use_spot,
-            hours=self.estimated_hours,
-            max_price_per_hour=self.max_price_per_hour,
-            max_total_usd=self.max_total_usd,
-            region=self.region,
-            catalog=where,
-        )
+        return rank_offers(rows, candidates=self.accelerators, clouds=used, catalog=where, **self._price_limits())
+
+    def _price_limits(self) -> dict[str, Any]:
+        """What an offer must meet to be planned: GPU memory, spot, region, and the budget over the hours."""
+        return {
+            "min_gpu_memory_gb": self.min_gpu_memory_gb,
+            "use_spot": self.use_spot,
+            "region": self.region,
+            "hours": self.estimated_hours,
+            "max_price_per_hour": self.max_price_per_hour,
+            "max_total_usd": self.max_total_usd,
+        }
 
     # ------------------------------------------------------------------------------- the task
 
