@@ -109,8 +109,11 @@ def logprobs_for(content: str | None, top_k: Any) -> dict[str, Any]:
     k = max(1, min(20, int(top_k or 1)))
     content_items = []
     for i, token in enumerate(re.findall(r"\s*\S+", content or "")):
-        best = -0.05 - _number(f"{i}{token}", "lp", 0, 100) / 100
-        others = [w for w in _pick(f"{i}{token}", "alt", _TERMS, k + 1) if f" {w}" != token][: k - 1]
+        seed = _number(f"{i}{token}", "lp", 0, 100 * len(_TERMS) - 1)  # one hash a token: the double stays cheap
+        best = -0.05 - (seed % 101) / 100
+        start = seed // 100
+        alternatives = [_TERMS[(start + n) % len(_TERMS)] for n in range(k + 1)]
+        others = [w for w in alternatives if f" {w}" != token][: k - 1]
         top = [(token, best)] + [(f" {w}", best - 1.0 - n) for n, w in enumerate(others)]
         content_items.append({
             "token": token, "logprob": best, "bytes": list(token.encode()),
