@@ -8,17 +8,20 @@ and the local default model are reached by the very same code.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import openai
+import orjson
 
 try:  # openai ≥ 3 ships its HTTP stack as httpx2; older releases use httpx
     import httpx2 as httpx
@@ -26,6 +29,8 @@ except ImportError:  # pragma: no cover - depends on the installed openai
     import httpx  # type: ignore[no-redef]
 
 from nexa_resources.rate_limit import RateLimiter
+
+LARGE_BODY = 1 << 16  # bytes of a response body above which decode_json pauses the garbage collector
 
 # Statuses worth retrying: throttling and server-side trouble. Everything else (400, 401, 404 …) is
 # the request's own fault and is recorded at once.
@@ -79,7 +84,7 @@ class ChatResult:
     error: str | None = None
     status: int | None = None
     refusal: str | None = None  # the model declined: OpenAI's message.refusal (content is then empty)
-    # OpenAI's logprobs.content, per answer token {token, logprob, top_logprobs}, when asked (top_logprobs > 0).
+    # The answer's token log-probabilities as columns (see _logprobs), when asked (top_logprobs > 0).
     logprobs: list[dict[str, Any]] | None = None
 
     @property
@@ -269,7 +274,7 @@ class _Shard:
     async def post_json(self, body: bytes) -> Any:
         """POST /chat/completions and decode the JSON answer; raises the SDK's errors."""
         if self._aiohttp_limit is None:
-            return (await self.post(body)).json()
+            return decode_json((await self.post(body)).content)
         return await self._post_aiohttp(body)
 
     async def _post_aiohttp(self, body: bytes) -> Any:
@@ -302,7 +307,7 @@ class _Shard:
         if status >= 400:
             failed = httpx.Response(status, headers=list(raw_headers), content=content, request=self._request(body))
             raise self.client._make_status_error_from_response(failed)
-        return json.loads(content)
+        return decode_json(content)
 
     def _request(self, body: bytes) -> httpx.Request:
         url, headers, extensions = self._prepared or self._prepare()
@@ -365,6 +370,27 @@ def _transport() -> str:
     return "aiohttp"
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while ~10^5 small acyclic containers are made at once (the top-k
+    log-probabilities of a batch of answers): collecting them as they are made doubles the work."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def decode_json(body: bytes) -> Any:
+    """A response body as Python objects (orjson; the collector paused for large bodies)."""
+    if len(body) < LARGE_BODY:
+        return orjson.loads(body)
+    with gc_paused():
+        return orjson.loads(body)
+
+
 def _json_body(body: dict[str, Any]) -> bytes:
     """The request body as the SDK encodes JSON (compact, UTF-8, no NaN)."""
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
@@ -390,12 +416,22 @@ def _parse_completion(data: Any, latency_ms: float, attempts: int) -> ChatResult
         raise ValueError(f"not a chat.completion body ({type(exc).__name__}: {exc})") from None
 
 
-def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """A choice's `logprobs.content` as the endpoint sent it ([{token, logprob, top_logprobs: [{token, logprob}]}]),
-    or None when absent: hundreds of entries per answer are read once, column by column, off the event loop."""
+def _logprobs(choice: dict[str, Any]) -> dict[str, list[Any]] | None:
+    """A choice's `logprobs.content` as columns, one entry per answer token: token, logprob, top_tokens and
+    top_logprobs (lists, most likely first); None when absent. Made at once so the response's ~20 small
+    objects per token alternative do not stay alive (and scanned by the collector) until the batch is stored."""
     logprobs = choice.get("logprobs")
     content = logprobs.get("content") if isinstance(logprobs, dict) else None
-    return content or None
+    if not content:
+        return None
+    with gc_paused():
+        tops = [item.get("top_logprobs") or [] for item in content]
+        return {
+            "token": [item["token"] for item in content],
+            "logprob": [float(item["logprob"]) for item in content],
+            "top_tokens": [[t["token"] for t in top] for top in tops],
+            "top_logprobs": [[float(t["logprob"]) for t in top] for top in tops],
+        }
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from nexa_resources.llm_client import gc_paused
 from nexa_resources.tables.distill import LOGPROBS_SCHEMA
 
 LOGPROBS_TABLE = "distill/logprobs"
@@ -69,34 +71,56 @@ def endpoint_rows(
     name: str,
     lookup: Mapping[str, int] | None = None,
 ) -> pl.DataFrame:
-    """distill/logprobs rows of collected answers that carry `logprobs` (ChatResult.logprobs), built column by
-    column (an answer has hundreds of token rows: per-row dicts would cost more than the HTTP call)."""
-    columns: dict[str, list[Any]] = {column: [] for column in LOGPROBS_SCHEMA}
-    ids = (lambda text: token_id(text, lookup)) if lookup is not None else _id_form
-    for row in rows:
-        tokens = row.get("logprobs")
-        if not tokens or row.get("error") is not None:
-            continue
-        columns["request_id"] += [row["request_id"]] * len(tokens)
-        columns["position"] += range(len(tokens))
-        for item in tokens:
-            top = (item.get("top_logprobs") or [])[:top_k]
-            top_tokens = [t["token"] for t in top]
-            columns["token"].append(item["token"])
-            columns["token_id"].append(ids(item["token"]))
-            columns["logprob"].append(float(item["logprob"]))
-            columns["top_tokens"].append(top_tokens)
-            columns["top_token_ids"].append([ids(t) for t in top_tokens])
-            columns["top_logprobs"].append([float(t["logprob"]) for t in top])
-    n = len(columns["request_id"])
-    if not n:
+    """distill/logprobs rows of collected answers that carry `logprobs` (ChatResult.logprobs, columns per answer
+    token). Hundreds of token rows an answer, k alternatives each: the list columns are built from flat values
+    and offsets (Arrow), which costs a fraction of converting nested Python lists."""
+    import pyarrow as pa
+
+    with gc_paused():
+        flat, nested = _endpoint_columns(rows, top_k, lookup)
+    if not flat["request_id"]:
         return empty_frame()
+    offsets = pa.array([0, *accumulate(nested.pop("counts"))], pa.int32())
+    lists = {
+        column: pa.ListArray.from_arrays(offsets, pa.array(values, _ARROW[column]))
+        for column, values in nested.items()
+    }
+    frame = pl.DataFrame(flat, schema={k: LOGPROBS_SCHEMA[k] for k in flat}).with_columns(
+        pl.from_arrow(pa.table(lists)).cast({k: LOGPROBS_SCHEMA[k] for k in lists})
+    )
     constant = {"top_k": top_k, "tokenizer": tokenizer, "tokenizer_name": name, "teacher_model": teacher_model,
                 "source": "endpoint"}
-    frame = pl.DataFrame({k: v for k, v in columns.items() if k not in constant},
-                         schema={k: v for k, v in LOGPROBS_SCHEMA.items() if k not in constant})
     return frame.with_columns(pl.lit(v, LOGPROBS_SCHEMA[k]).alias(k) for k, v in constant.items()).select(
         list(LOGPROBS_SCHEMA))
+
+
+_ARROW = {"top_tokens": "string", "top_token_ids": "int64", "top_logprobs": "float64"}
+
+
+def _endpoint_columns(
+    rows: Sequence[Mapping[str, Any]], top_k: int, lookup: Mapping[str, int] | None
+) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """(per-token columns, the top-k columns flattened with their per-token counts)."""
+    flat: dict[str, list[Any]] = {c: [] for c in ("request_id", "position", "token", "token_id", "logprob")}
+    nested: dict[str, list[Any]] = {c: [] for c in ("top_tokens", "top_token_ids", "top_logprobs", "counts")}
+    ids = (lambda text: token_id(text, lookup)) if lookup is not None else _id_form
+    for row in rows:
+        answer = row.get("logprobs")
+        if not answer or not answer["token"] or row.get("error") is not None:
+            continue
+        n = len(answer["token"])
+        tops = [top[:top_k] for top in answer["top_tokens"]]
+        flat["request_id"] += [row["request_id"]] * n
+        flat["position"] += range(n)
+        flat["token"] += answer["token"]
+        flat["token_id"] += map(ids, answer["token"])
+        flat["logprob"] += answer["logprob"]
+        top_tokens = list(chain.from_iterable(tops))
+        nested["top_tokens"] += top_tokens
+        nested["top_token_ids"] += map(ids, top_tokens)
+        nested["top_logprobs"] += chain.from_iterable(lps[:top_k] for lps in answer["top_logprobs"])
+        nested["counts"] += map(len, tops)
+    return flat, nested
 
 
 def _id_form(text: str) -> int | None:

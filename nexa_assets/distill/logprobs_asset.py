@@ -6,9 +6,9 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from nexa_assets.distill.logprobs import LOGPROBS_TABLE, load_local_teacher, score_answers
+from nexa_assets.distill.logprobs import LOGPROBS_TABLE, empty_frame, load_local_teacher, score_answers
 from nexa_assets.distill.task import worked_example
-from nexa_assets.metadata import materialization
+from nexa_assets.metadata import materialization, preview
 from nexa_assets.rounds import round_field, run_lineage
 from nexa_assets.table_asset import table_asset
 from nexa_resources.lake import LakeResource
@@ -27,7 +27,7 @@ class LogprobsConfig(dg.Config):
         ge=0,
         le=20,
         description="Top-k log-probabilities per answer token; unset: the teacher's "
-        "`top_logprobs` (0 by default: off, the asset does nothing).",
+        "`top_logprobs` (0 by default: off, the table stays empty).",
     )
     with_worked_example: bool = Field(
         default=False,
@@ -62,7 +62,7 @@ def _new_answers(lake: LakeResource, top_k: int, config: LogprobsConfig) -> list
     engine="pytorch",
     description="The teacher's top-k next-token log-probabilities of each chosen answer token, keyed by (request_id, "
     "position), with the tokenizer identity: what `distill_loss: kd` trains on. Off unless top_k (or the teacher's "
-    "top_logprobs) is set: then it records `enabled: false` and writes nothing. A remote teacher's rows arrive with "
+    "top_logprobs) is set: then the table stays empty (`enabled: false`). A remote teacher's rows arrive with "
     "its answers; the local one's are scored here in-process with the same weights. train/checkpoints depends on it, "
     "so a KD round trains on the probabilities of its own SFT rows.",
 )
@@ -71,36 +71,35 @@ def distill_logprobs(
 ) -> Iterator[dg.MaterializeResult]:
     """Score the new chosen answers with the local teacher (remote teachers: report coverage only)."""
     top_k = teacher.top_logprobs if config.top_k is None else config.top_k
-    if not top_k:
-        context.log.info("distill/logprobs is off (top_k 0): nothing scored or written")
-        # Reported even when off: train/checkpoints depends on this asset and would be skipped without it.
-        yield dg.MaterializeResult(asset_key=LOGPROBS, metadata={"enabled": False, "top_k": 0})
-        return
     if not lake.exists("sft/examples"):
         raise dg.Failure("distill/logprobs scores the chosen answers in sft/examples: materialize it first")
+    lineage = run_lineage(context, config.round, lake)
     written = None
-    if teacher.is_local:
+    if not top_k:
+        context.log.info("distill/logprobs is off (top_k 0): nothing scored")
+    elif teacher.is_local:
         answers = _new_answers(lake, top_k, config)
         context.log.info(f"scoring {len(answers)} chosen answers with the local teacher (top-{top_k})")
         if answers:
             model, tokenizer = load_local_teacher()
             rows = score_answers(answers, model, tokenizer, top_k=top_k, teacher_model=teacher.model_id)
-            written = lake.write(LOGPROBS_TABLE, rows, mode="merge", lineage=run_lineage(context, config.round, lake))
+            written = lake.write(LOGPROBS_TABLE, rows, mode="merge", lineage=lineage)
     else:
         context.log.info("a remote teacher's probabilities are stored as it answers (teacher top_logprobs)")
-    if not lake.exists(LOGPROBS_TABLE):
-        return
-    table = lake.read(LOGPROBS_TABLE, columns=["request_id", "tokenizer"])
+    if not lake.exists(LOGPROBS_TABLE):  # always a table, empty while off: train/checkpoints waits on this asset
+        written = lake.write(LOGPROBS_TABLE, empty_frame(), mode="append", lineage=lineage)
+    table = lake.read(LOGPROBS_TABLE, columns=["request_id", "position", "token", "logprob", "tokenizer"])
     sft_ids = lake.read("sft/examples", columns=["request_id"])["request_id"].unique()
     covered = table.filter(pl.col("request_id").is_in(sft_ids.implode()))["request_id"].n_unique()
     yield materialization(
         LOGPROBS_TABLE,
         written,
         lake,
-        enabled=True,
+        enabled=bool(top_k),
         answers=table["request_id"].n_unique(),
         sft_rows_covered=covered,
         sft_rows=sft_ids.len(),
         top_k=top_k,
         tokenizers=dg.MetadataValue.json(sorted(table["tokenizer"].unique().to_list())),
+        preview=preview(table.sort("request_id", "position"), ["request_id", "position", "token", "logprob"]),
     )

@@ -158,6 +158,12 @@ def _kd_teacher(config: TrainConfig, train_rows: Any, tokenizer: Any, storage_op
     kd_rows = [index.get(rid, -1) for rid in ids]
     top_k = int(table["top_k"].max()) if table.height else 1
     covered = sum(r >= 0 for r in kd_rows)
+    if not covered:
+        raise TrainError(
+            f"distill_loss=kd: none of the {len(ids)} train rows has teacher probabilities in "
+            f"{config.logprobs_uri}@v{config.logprobs_version}; materialize distill/logprobs with top_k set "
+            "(docs/distill.md), or set distill_loss: none"
+        )
     log(f"kd: {covered}/{len(ids)} train rows have teacher probabilities ({table.height} positions, top-{top_k}) "
         f"from {config.logprobs_uri}@v{config.logprobs_version}")
     summary = {"rows_with_teacher": covered, "teacher_positions": table.height, "top_k": top_k}
