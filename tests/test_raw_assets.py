@@ -113,6 +113,23 @@ def test_feedback_prompts_skip_hints_that_quote_an_eval_prompt(lake, inputs):
     assert all(index.contaminated(text) is None for text in fed["instruction"])
 
 
+def test_the_fulfilment_write_shows_in_the_requests_history(lake, inputs):
+    """feedback/requests is feedback_loop's table; raw/prompts' write to it is a materialization event of it."""
+    materialize(lake, inputs)
+    request = {
+        "domain": "physics", "task_type": "methodology", "for_round": 1, "n_prompts": 2, "gap": 1.0,
+        "metrics": ["specificity"], "hints": [], "status": "open", "fulfilled_by": None, "prompt_ids": [],
+    }
+    lake.write("feedback/requests", pl.DataFrame([request], schema=REQUEST_SCHEMA), mode="merge",
+               lineage=Lineage(run_id="judge", round=0))
+    result = materialize(lake, inputs)
+    events = {e.asset_key.to_user_string(): e.materialization for e in result.get_asset_materialization_events()}
+    recorded = events["feedback/requests"]
+    assert recorded.metadata["fulfilled"].value == 1
+    assert recorded.metadata["delta_version"].value == lake.version("feedback/requests")
+    assert result.run_id in recorded.description
+
+
 def test_feedback_buys_the_cells_unanswered_train_prompts_before_generating_new_ones(lake, inputs):
     materialize(lake, inputs)
     cell = (pl.col("domain") == "physics") & (pl.col("task_type") == "methodology")

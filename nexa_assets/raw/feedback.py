@@ -26,7 +26,9 @@ from nexa_assets.raw.readers import RawRecord
 from nexa_assets.raw.validate import ValidationRules, prompt_id, validate_records
 from nexa_assets.sft.package import EvalIndex, SftConfig
 from nexa_core.text import content_hash
+from nexa_assets.metadata import preview, table_metadata
 from nexa_resources.lake import LakeResource, Lineage
+from nexa_resources.tables import asset_key
 from nexa_resources.tables.raw import PROMPT_SCHEMA
 
 # Origins of prompts the teacher answers only up to its per-cell cap, unless bought.
@@ -184,9 +186,28 @@ def fulfil_into_lake(
         lineage = Lineage.from_context(context, int(for_round))
         lake.write("raw/prompts", prompts.drop("for_round"), mode="merge", lineage=lineage, update_matched=False)
     # The request rows keep their own lineage (the round that found the weakness); fulfilled_by says who did it.
-    lake.write("feedback/requests", fed.requests, mode="merge")
+    written = lake.write("feedback/requests", fed.requests, mode="merge")
+    _record_fulfilment(context, lake, written, fed)
     _log_fulfilment(context, fed)
     return fed
+
+
+def _record_fulfilment(context: dg.AssetExecutionContext, lake: LakeResource, written: Any, fed: Fulfilment) -> None:
+    """feedback/requests belongs to feedback_loop (declaring it here would close a cycle in the asset graph), so
+    this run's write to it is recorded in its history as a materialization by this run."""
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key=asset_key("feedback/requests"),
+            description=f"{fed.requests.height} open requests fulfilled by raw/prompts (run {context.run.run_id})",
+            metadata=table_metadata(
+                lake,
+                "feedback/requests",
+                written,
+                {"fulfilled": fed.requests.height,
+                 "preview": preview(fed.requests, ["round", "domain", "task_type", "status", "fulfilled_by"])},
+            ),
+        )
+    )
 
 
 def _log_fulfilment(context: dg.AssetExecutionContext, fed: Fulfilment) -> None:
