@@ -38,18 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-STAGES = {
-    "raw_prompts": "raw",
-    "distill__completions": "teacher",
-    "distill__pairs": "judge+gate",
-    "sft__examples": "sft",
-    "train__checkpoints": "train",
-    "eval__prompts": "eval",
-    "eval__predictions": "eval",
-    "eval__scores": "eval",
-    "eval__metrics": "eval",
-    "feedback_loop": "feedback",
-}
+from bench.loop import STAGES as LOOP_STAGES  # noqa: E402
+
+STAGES = {**LOOP_STAGES, "distill__completions": "teacher", "distill__pairs": "judge+gate"}
 TARGET_LIFT, TARGET_OTHER, TARGET_WALL_S = 0.30, -0.10, 1800
 
 
