@@ -22,7 +22,7 @@ from judge_good_answers import GOOD  # noqa: E402
 
 SEED_PACK = ROOT / "nexa_assets" / "raw" / "data" / "seed_pack.jsonl"
 OUT = ROOT / "bench" / "data" / "judge_calibration_v1.jsonl"
-TEMPLATES = ROOT / "nexa_assets" / "distill" / "templates"
+TEMPLATES = ROOT / "nexa_core" / "data" / "templates"
 
 KINDS: tuple[str, ...] = (
     "fixed_answer",
@@ -209,6 +209,9 @@ def cited(good: str, rng: random.Random) -> str:
 
 
 def main() -> None:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     cells = _rows()
     goods = []
     for domain, task_type, index, answer in GOOD:

@@ -47,6 +47,9 @@ def calibration_prompts(path: Path = CALIBRATION) -> pl.DataFrame:
 
 
 def main() -> None:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     prompts = calibration_prompts()
     teacher = TeacherResource.from_env()
     params = PredictionsConfig().sampling()
