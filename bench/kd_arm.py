@@ -48,7 +48,7 @@ def _op(config: dict[str, Any], op: str, **overrides: Any) -> dict[str, Any]:
 
 
 def _materialize(selection: str, ops: dict[str, Any], log: Callable[[str], None]) -> float:
-    from nexa_jobs.cli import materialize
+    from nexa_jobs.materialize import materialize
 
     started = time.monotonic()
     result = materialize(selection, {"ops": ops}, tags={ROUND_TAG: "1", "nexa/bench": "efficacy-kd"})

@@ -74,7 +74,7 @@ def distill_logprobs(
     if not lake.exists("sft/examples"):
         raise dg.Failure("distill/logprobs scores the chosen answers in sft/examples: materialize it first")
     lineage = run_lineage(context, config.round, lake)
-    written = None
+    written, scored = None, empty_frame()
     if not top_k:
         context.log.info("distill/logprobs is off (top_k 0): nothing scored")
     elif teacher.is_local:
@@ -82,13 +82,13 @@ def distill_logprobs(
         context.log.info(f"scoring {len(answers)} chosen answers with the local teacher (top-{top_k})")
         if answers:
             model, tokenizer = load_local_teacher()
-            rows = score_answers(answers, model, tokenizer, top_k=top_k, teacher_model=teacher.model_id)
-            written = lake.write(LOGPROBS_TABLE, rows, mode="merge", lineage=lineage)
+            scored = score_answers(answers, model, tokenizer, top_k=top_k, teacher_model=teacher.model_id)
+            written = lake.write(LOGPROBS_TABLE, scored, mode="merge", lineage=lineage)
     else:
         context.log.info("a remote teacher's probabilities are stored as it answers (teacher top_logprobs)")
     if not lake.exists(LOGPROBS_TABLE):  # always a table, empty while off: train/checkpoints waits on this asset
         written = lake.write(LOGPROBS_TABLE, empty_frame(), mode="append", lineage=lineage)
-    table = lake.read(LOGPROBS_TABLE, columns=["request_id", "position", "token", "logprob", "tokenizer"])
+    table = lake.read(LOGPROBS_TABLE, columns=["request_id", "tokenizer"])
     sft_ids = lake.read("sft/examples", columns=["request_id"])["request_id"].unique()
     covered = table.filter(pl.col("request_id").is_in(sft_ids.implode()))["request_id"].n_unique()
     yield materialization(
@@ -101,5 +101,5 @@ def distill_logprobs(
         sft_rows=sft_ids.len(),
         top_k=top_k,
         tokenizers=dg.MetadataValue.json(sorted(table["tokenizer"].unique().to_list())),
-        preview=preview(table.sort("request_id", "position"), ["request_id", "position", "token", "logprob"]),
+        preview=preview(scored, ["request_id", "position", "token", "logprob"]),  # this run's rows
     )

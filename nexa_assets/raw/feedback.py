@@ -27,7 +27,7 @@ from nexa_assets.raw.validate import ValidationRules, prompt_id, validate_record
 from nexa_assets.sft.package import EvalIndex, SftConfig
 from nexa_core.text import content_hash
 from nexa_assets.metadata import preview, table_metadata
-from nexa_resources.lake import LakeResource, Lineage
+from nexa_resources.lake import LakeResource, Lineage, WriteResult
 from nexa_resources.tables import asset_key
 from nexa_resources.tables.raw import PROMPT_SCHEMA
 
@@ -192,7 +192,9 @@ def fulfil_into_lake(
     return fed
 
 
-def _record_fulfilment(context: dg.AssetExecutionContext, lake: LakeResource, written: Any, fed: Fulfilment) -> None:
+def _record_fulfilment(
+    context: dg.AssetExecutionContext, lake: LakeResource, written: WriteResult, fed: Fulfilment
+) -> None:
     """feedback/requests belongs to feedback_loop (declaring it here would close a cycle in the asset graph), so
     this run's write to it is recorded in its history as a materialization by this run."""
     context.log_event(
